@@ -1,0 +1,60 @@
+import type { FleetSpec } from './fleet-spec.js';
+import type { ServerEvent } from './states.js';
+import type { Allocation, AllocationRequest, Ports, ServerRecord } from './types.js';
+
+export type NewServer = Omit<ServerRecord, 'state' | 'createdAt' | 'stateChangedAt' | 'version'>;
+
+export interface ServerUpdate {
+  /** Lifecycle event, applied through the transition table; rejected ones throw FAILED_PRECONDITION. */
+  event?: ServerEvent;
+  pid?: number;
+  address?: string;
+  ports?: Ports;
+  reason?: string;
+  labels?: Record<string, string>;
+  /** Fail with ABORTED unless the stored version is this one. */
+  expectedVersion?: number;
+}
+
+/** One change, delivered to every watcher in the order the store applied it. */
+export type StoreEvent =
+  | { type: 'server'; server: ServerRecord; removed: boolean }
+  | { type: 'fleet'; fleet: FleetSpec; removed: boolean }
+  | { type: 'allocation'; allocation: Allocation; released: boolean };
+
+/**
+ * Fleet state: fleets, servers, allocations. The memory store is the embedded implementation;
+ * every implementation passes the same contract suite (@smelter-fleet/testing).
+ */
+export interface Store {
+  putFleet(fleet: FleetSpec): Promise<void>;
+  getFleet(name: string): Promise<FleetSpec | undefined>;
+  listFleets(): Promise<FleetSpec[]>;
+  /** Removes a fleet record (its servers are the controller's business). NOT_FOUND if absent. */
+  removeFleet(name: string): Promise<void>;
+
+  /** Adds a server in state Starting. ALREADY_EXISTS if the name is taken. */
+  addServer(server: NewServer): Promise<ServerRecord>;
+  getServer(name: string): Promise<ServerRecord | undefined>;
+  listServers(filter?: { fleet?: string }): Promise<ServerRecord[]>;
+  /** NOT_FOUND, FAILED_PRECONDITION (transition refused) or ABORTED (version moved). */
+  updateServer(name: string, update: ServerUpdate): Promise<ServerRecord>;
+  /** Removes a server record. FAILED_PRECONDITION while it holds a live allocation. */
+  removeServer(name: string): Promise<void>;
+
+  /**
+   * Atomically dedicates one Ready server to the composition (Ready -> Allocated).
+   * Idempotent: the same composition id gets its existing allocation back.
+   * NOT_FOUND for an unknown fleet, RESOURCE_EXHAUSTED when no Ready server matches,
+   * FAILED_PRECONDITION when the composition id is allocated in another fleet.
+   */
+  allocate(request: AllocationRequest): Promise<Allocation>;
+  /** Ends an allocation (Allocated -> Draining). NOT_FOUND if there is none. */
+  release(compositionId: string): Promise<Allocation>;
+  getAllocation(compositionId: string): Promise<Allocation | undefined>;
+  listAllocations(filter?: { fleet?: string }): Promise<Allocation[]>;
+
+  /** Change feed from now on; ends when the signal aborts. */
+  watch(signal: AbortSignal): AsyncIterable<StoreEvent>;
+  close(): Promise<void>;
+}

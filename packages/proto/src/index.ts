@@ -1,0 +1,4 @@
+export * as allocationV1 from './gen/smelterfleet/allocation/v1/allocation.js';
+export * as fleetV1 from './gen/smelterfleet/fleet/v1/fleet.js';
+export * as sdkV1 from './gen/smelterfleet/sdk/v1/sdk.js';
+export { fileDescriptorSetBase64 } from './gen/descriptor.js';
