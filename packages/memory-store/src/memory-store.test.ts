@@ -1,0 +1,4 @@
+import { storeContract } from '@smelter-fleet/testing';
+import { MemoryStore } from './memory-store.js';
+
+storeContract('MemoryStore', async () => new MemoryStore());

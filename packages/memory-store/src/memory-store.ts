@@ -1,0 +1,229 @@
+import {
+  Channel,
+  FleetError,
+  holdsComposition,
+  isTerminal,
+  matchesLabels,
+  newToken,
+  selectServer,
+  systemClock,
+  transition,
+  type Allocation,
+  type AllocationRequest,
+  type Clock,
+  type FleetSpec,
+  type NewServer,
+  type ServerRecord,
+  type ServerUpdate,
+  type Store,
+  type StoreEvent,
+} from '@smelter-fleet/core';
+
+export interface MemoryStoreOptions {
+  /** Default: the system clock. */
+  clock?: Clock;
+}
+
+/**
+ * The embedded store: everything in this process's memory. Every method body runs without
+ * awaiting, so each call is atomic with respect to every other.
+ */
+export class MemoryStore implements Store {
+  private readonly clock: Clock;
+  private readonly fleets = new Map<string, FleetSpec>();
+  private readonly servers = new Map<string, ServerRecord>();
+  private readonly allocations = new Map<string, Allocation>();
+  private readonly watchers = new Set<Channel<StoreEvent>>();
+
+  constructor(options: MemoryStoreOptions = {}) {
+    this.clock = options.clock ?? systemClock;
+  }
+
+  async putFleet(fleet: FleetSpec): Promise<void> {
+    this.fleets.set(fleet.name, structuredClone(fleet));
+    this.emit({ type: 'fleet', fleet: structuredClone(fleet), removed: false });
+  }
+
+  async getFleet(name: string): Promise<FleetSpec | undefined> {
+    const fleet = this.fleets.get(name);
+    return fleet && structuredClone(fleet);
+  }
+
+  async listFleets(): Promise<FleetSpec[]> {
+    return [...this.fleets.values()].map((f) => structuredClone(f));
+  }
+
+  async removeFleet(name: string): Promise<void> {
+    const fleet = this.fleets.get(name);
+    if (!fleet) throw new FleetError('NOT_FOUND', `fleet "${name}" not found`);
+    this.fleets.delete(name);
+    this.emit({ type: 'fleet', fleet, removed: true });
+  }
+
+  async addServer(server: NewServer): Promise<ServerRecord> {
+    if (this.servers.has(server.name)) throw new FleetError('ALREADY_EXISTS', `server "${server.name}" already exists`);
+    const now = this.clock.now();
+    const record: ServerRecord = { ...structuredClone(server), state: 'Starting', createdAt: now, stateChangedAt: now, version: 1 };
+    this.servers.set(record.name, record);
+    return this.emitServer(record);
+  }
+
+  async getServer(name: string): Promise<ServerRecord | undefined> {
+    const server = this.servers.get(name);
+    return server && structuredClone(server);
+  }
+
+  async listServers(filter: { fleet?: string } = {}): Promise<ServerRecord[]> {
+    const out: ServerRecord[] = [];
+    for (const s of this.servers.values()) if (!filter.fleet || s.fleet === filter.fleet) out.push(structuredClone(s));
+    return out;
+  }
+
+  async updateServer(name: string, update: ServerUpdate): Promise<ServerRecord> {
+    const server = this.servers.get(name);
+    if (!server) throw new FleetError('NOT_FOUND', `server "${name}" not found`);
+    if (update.expectedVersion !== undefined && update.expectedVersion !== server.version)
+      throw new FleetError('ABORTED', `server "${name}" changed (version ${server.version}, expected ${update.expectedVersion})`);
+    if (update.event === 'Allocate')
+      throw new FleetError('FAILED_PRECONDITION', 'servers are allocated through allocate(), not updateServer()');
+    const next: ServerRecord = { ...server };
+    if (update.event) {
+      const result = transition(server.state, update.event);
+      if (!result.ok) throw new FleetError('FAILED_PRECONDITION', `server "${name}": ${result.reason}`);
+      if (result.to !== server.state) {
+        next.state = result.to;
+        next.stateChangedAt = this.clock.now();
+      }
+      if (update.event === 'Recycle') delete next.compositionId;
+    }
+    if (update.pid !== undefined) next.pid = update.pid;
+    if (update.address !== undefined) next.address = update.address;
+    if (update.ports !== undefined) next.ports = { ...update.ports };
+    if (update.labels !== undefined) next.labels = { ...update.labels };
+    if (update.reason !== undefined) next.reason = update.reason;
+    next.version = server.version + 1;
+    this.servers.set(name, next);
+    // A composition on a server that died or is being stopped is over: end its allocation.
+    if (isTerminal(next.state) && next.compositionId) this.endAllocation(next.compositionId, name);
+    return this.emitServer(next);
+  }
+
+  async removeServer(name: string): Promise<void> {
+    const server = this.servers.get(name);
+    if (!server) throw new FleetError('NOT_FOUND', `server "${name}" not found`);
+    if (server.state === 'Allocated')
+      throw new FleetError('FAILED_PRECONDITION', `server "${name}" is Allocated to "${server.compositionId}"`);
+    this.servers.delete(name);
+    if (server.compositionId) this.endAllocation(server.compositionId, name);
+    this.emit({ type: 'server', server: structuredClone(server), removed: true });
+  }
+
+  async allocate(request: AllocationRequest): Promise<Allocation> {
+    const existing = this.allocations.get(request.compositionId);
+    if (existing) {
+      if (request.fleet && existing.fleet !== request.fleet)
+        throw new FleetError(
+          'FAILED_PRECONDITION',
+          `composition "${request.compositionId}" is already allocated in fleet "${existing.fleet}"`,
+        );
+      return structuredClone(existing);
+    }
+    const fleet = request.fleet ? this.fleets.get(request.fleet) : undefined;
+    if (request.fleet && !fleet) throw new FleetError('NOT_FOUND', `fleet "${request.fleet}" not found`);
+
+    const candidates: ServerRecord[] = [];
+    const allocatedPerNode = new Map<string, number>();
+    for (const s of this.servers.values()) {
+      if (request.fleet && s.fleet !== request.fleet) continue;
+      if (s.state === 'Allocated') allocatedPerNode.set(s.node, (allocatedPerNode.get(s.node) ?? 0) + 1);
+      else if (s.state === 'Ready' && matchesLabels(s, request.matchLabels)) candidates.push(s);
+    }
+    const chosen = selectServer(candidates, allocatedPerNode, fleet?.scheduling ?? 'Packed');
+    if (!chosen)
+      throw new FleetError(
+        'RESOURCE_EXHAUSTED',
+        request.fleet ? `no Ready server in fleet "${request.fleet}"` : 'no Ready server matches match_labels',
+      );
+
+    const now = this.clock.now();
+    const server: ServerRecord = {
+      ...chosen,
+      state: 'Allocated',
+      compositionId: request.compositionId,
+      stateChangedAt: now,
+      version: chosen.version + 1,
+    };
+    const allocation: Allocation = {
+      compositionId: request.compositionId,
+      serverName: server.name,
+      fleet: server.fleet,
+      region: server.region,
+      address: server.address,
+      ports: { ...server.ports },
+      token: newToken(),
+      allocatedAt: now,
+      metadata: { ...request.metadata },
+    };
+    this.servers.set(server.name, server);
+    this.allocations.set(allocation.compositionId, allocation);
+    this.emitServer(server);
+    this.emit({ type: 'allocation', allocation: structuredClone(allocation), released: false });
+    return structuredClone(allocation);
+  }
+
+  async release(compositionId: string): Promise<Allocation> {
+    const allocation = this.allocations.get(compositionId);
+    if (!allocation) throw new FleetError('NOT_FOUND', `composition "${compositionId}" has no allocation`);
+    const server = this.servers.get(allocation.serverName);
+    if (server && holdsComposition(server.state) && server.compositionId === compositionId) {
+      const to = transition(server.state, 'Release');
+      if (to.ok && to.to !== server.state) {
+        const next = { ...server, state: to.to, stateChangedAt: this.clock.now(), version: server.version + 1 };
+        this.servers.set(next.name, next);
+        this.emitServer(next);
+      }
+    }
+    this.allocations.delete(compositionId);
+    this.emit({ type: 'allocation', allocation: structuredClone(allocation), released: true });
+    return structuredClone(allocation);
+  }
+
+  async getAllocation(compositionId: string): Promise<Allocation | undefined> {
+    const allocation = this.allocations.get(compositionId);
+    return allocation && structuredClone(allocation);
+  }
+
+  async listAllocations(filter: { fleet?: string } = {}): Promise<Allocation[]> {
+    const out: Allocation[] = [];
+    for (const a of this.allocations.values()) if (!filter.fleet || a.fleet === filter.fleet) out.push(structuredClone(a));
+    return out;
+  }
+
+  watch(signal: AbortSignal): AsyncIterable<StoreEvent> {
+    const channel = new Channel<StoreEvent>(signal);
+    this.watchers.add(channel);
+    signal.addEventListener('abort', () => this.watchers.delete(channel), { once: true });
+    return channel;
+  }
+
+  async close(): Promise<void> {
+    for (const w of this.watchers) w.close();
+    this.watchers.clear();
+  }
+
+  private endAllocation(compositionId: string, serverName: string): void {
+    const allocation = this.allocations.get(compositionId);
+    if (!allocation || allocation.serverName !== serverName) return;
+    this.allocations.delete(compositionId);
+    this.emit({ type: 'allocation', allocation: structuredClone(allocation), released: true });
+  }
+
+  private emitServer(server: ServerRecord): ServerRecord {
+    this.emit({ type: 'server', server: structuredClone(server), removed: false });
+    return structuredClone(server);
+  }
+
+  private emit(event: StoreEvent): void {
+    for (const w of this.watchers) w.push(event);
+  }
+}
