@@ -24,6 +24,8 @@ export interface ServerExit {
   signal: NodeJS.Signals | null;
   /** True when the runtime was asked to stop it. */
   expected: boolean;
+  /** Last lines the server printed, for the reason of an unexpected exit. */
+  lastOutput: string[];
 }
 
 /** Where Smelter servers run: local child processes, Kubernetes pods, or nothing (benchmarks). */
