@@ -1,0 +1,4 @@
+export { startAllocatorServer, type AllocatorServer, type AllocatorServerOptions } from './server.js';
+export { connectAllocator, type AllocatorClients } from './client.js';
+export { allocateWithWait } from './wait.js';
+export { stateFromProto, type FleetRuntimeInfo } from './convert.js';

@@ -1,0 +1,61 @@
+import { silentLogger, type FleetSpec, type Logger, type Store } from '@smelter-fleet/core';
+import { allocationV1, fileDescriptorSetBase64, fleetV1 } from '@smelter-fleet/proto';
+import { createServer, type Server } from 'nice-grpc';
+import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
+import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
+import type { FleetRuntimeInfo } from './convert.js';
+import { errorMiddleware } from './errors.js';
+import { allocationService, fleetService } from './services.js';
+
+export interface AllocatorServerOptions {
+  store: Store;
+  /** host:port to listen on; port 0 picks a free one. Default '127.0.0.1:0'. */
+  address?: string;
+  /** What each fleet's servers run, for ListFleets. Default: unknown. */
+  fleetInfo?: (fleet: FleetSpec) => FleetRuntimeInfo;
+  logger?: Logger;
+}
+
+export interface AllocatorServer {
+  /** host:port actually bound. */
+  address: string;
+  port: number;
+  health: HealthState;
+  /** Stops accepting calls and waits for running ones; `force` cancels them instead. */
+  close(options?: { force?: boolean }): Promise<void>;
+}
+
+const SERVICE_NAMES = [
+  allocationV1.AllocationServiceDefinition.fullName,
+  fleetV1.FleetServiceDefinition.fullName,
+];
+
+/** Serves AllocationService and FleetService, plus gRPC health and reflection. */
+export async function startAllocatorServer(options: AllocatorServerOptions): Promise<AllocatorServer> {
+  const logger = options.logger ?? silentLogger;
+  const server: Server = createServer().use(errorMiddleware(logger));
+  server.add(allocationV1.AllocationServiceDefinition, allocationService(options.store, logger));
+  server.add(
+    fleetV1.FleetServiceDefinition,
+    fleetService(options.store, options.fleetInfo ?? (() => ({ smelterCommand: '', emulated: false }))),
+  );
+  const health = HealthState();
+  server.add(HealthDefinition, HealthServiceImpl(health));
+  const protoset = Uint8Array.from(Buffer.from(fileDescriptorSetBase64, 'base64'));
+  server.add(ServerReflectionService, ServerReflection(protoset, [...SERVICE_NAMES, 'grpc.health.v1.Health']));
+
+  const requested = options.address ?? '127.0.0.1:0';
+  const port = await server.listen(requested);
+  const host = requested.slice(0, requested.lastIndexOf(':'));
+  for (const name of ['', ...SERVICE_NAMES]) health.setStatus('healthy', name);
+  return {
+    address: `${host}:${port}`,
+    port,
+    health,
+    async close({ force = false } = {}) {
+      for (const name of ['', ...SERVICE_NAMES]) health.setStatus('unhealthy', name);
+      if (force) server.forceShutdown();
+      else await server.shutdown();
+    },
+  };
+}
