@@ -1,0 +1,65 @@
+// pnpm bench:allocate: allocations/s and latency against an allocator holding 1,000 servers
+// (memory store), beside a no-op unary gRPC call on the same server as the ceiling.
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { startAllocatorServer } from '@smelter-fleet/allocator';
+import { MemoryStore } from '@smelter-fleet/memory-store';
+import { parseFleetFile } from '@smelter-fleet/core';
+import type { Summary } from './stats.js';
+
+const SERVERS = Number(process.env.BENCH_SERVERS ?? 1000);
+const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 5000);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 64);
+const RATE = Number(process.env.BENCH_RATE ?? 1000);
+
+const store = new MemoryStore();
+const [fleet] = parseFleetFile(
+  `apiVersion: smelterfleet.dev/v1alpha1\nkind: SmelterFleet\nmetadata: {name: bench}\nspec: {replicas: ${SERVERS}}`,
+  'bench',
+);
+await store.putFleet(fleet!);
+// Servers registered without processes: this measures the allocator, not Smelter.
+for (let i = 0; i < SERVERS; i++) {
+  const name = `bench-${String(i).padStart(4, '0')}`;
+  await store.addServer({
+    name,
+    fleet: 'bench',
+    region: 'local',
+    address: '127.0.0.1',
+    ports: { api: 10000 + i, whip_whep: 20000 + i, rtmp: 30000 + i },
+    labels: {},
+    node: `node-${i % 10}`,
+  });
+  await store.updateServer(name, { event: 'Healthy' });
+}
+// Keeps the pool from running dry so only Allocate crosses the wire: every allocation is
+// released at once in the store, and the server recycled (the controller's job, done inline).
+const recycling = new AbortController();
+void (async () => {
+  for await (const e of store.watch(recycling.signal)) {
+    if (e.type === 'allocation' && !e.released) await store.release(e.allocation.compositionId).catch(() => undefined);
+    if (e.type === 'server' && e.server.state === 'Draining' && !e.removed)
+      await store.updateServer(e.server.name, { event: 'Recycle' }).catch(() => undefined);
+  }
+})();
+
+const server = await startAllocatorServer({ store });
+const loadScript = fileURLToPath(new URL('./load.js', import.meta.url));
+const { stdout } = await promisify(execFile)(
+  process.execPath,
+  [loadScript, server.address, String(DURATION_MS), String(CONCURRENCY), String(RATE)],
+  { maxBuffer: 1 << 20 },
+);
+recycling.abort();
+await server.close({ force: true });
+const result = JSON.parse(stdout) as { noop: Summary; allocations: Summary; paced: Summary };
+
+const row = (name: string, s: Summary) =>
+  `${name.padEnd(34)} ${s.perSecond.toFixed(0).padStart(8)}/s  p50 ${s.p50Ms.toFixed(2).padStart(6)} ms  p99 ${s.p99Ms.toFixed(2).padStart(6)} ms  errors ${s.errors}`;
+console.log(`bench:allocate  servers=${SERVERS} duration=${DURATION_MS}ms concurrency=${CONCURRENCY} (load generator in a separate process)`);
+console.log(row('no-op unary gRPC (ceiling)', result.noop));
+console.log(row('Allocate, closed loop', result.allocations));
+console.log(row(`Allocate, open loop at ${RATE}/s`, result.paced));
+console.log(`Allocate throughput / no-op ceiling = ${(result.allocations.perSecond / result.noop.perSecond).toFixed(2)}`);
+console.log(JSON.stringify({ servers: SERVERS, ...result }));

@@ -1,0 +1,95 @@
+#!/usr/bin/env node
+// The one entry point: the only place that reads process.env and process.argv.
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { FleetError } from '@smelter-fleet/core';
+import { UsageError } from './args.js';
+import { allocate, CommandError, get, release, status } from './client-commands.js';
+import { up } from './up.js';
+
+const USAGE = `smelter-fleet: run and use fleets of Smelter servers
+
+Usage:
+  smelter-fleet up [-f fleet.yaml] [--allocator-port 50051] [--allocator-host 127.0.0.1] [--log-level warn]
+      Runs a local fleet (servers as child processes, in-memory store) and the gRPC allocator.
+  smelter-fleet allocate --fleet <name> --composition <id> [--label k=v]... [--metadata k=v]... [--wait 10s] [--json]
+  smelter-fleet release --composition <id> [--json]
+  smelter-fleet get --composition <id> [--json]
+  smelter-fleet status [--fleet <name>] [--json]
+  smelter-fleet emulator
+      Runs the Smelter emulator (a test stand-in for Smelter) with Smelter's environment variables.
+
+Client commands take --allocator <host:port> (default $SMELTER_FLEET_ALLOCATOR or 127.0.0.1:50051).
+Environment: SMELTER_PATH runs that Smelter binary instead of the emulator.`;
+
+const exampleFleet = fileURLToPath(new URL('../../../deploy/examples/local-fleet.yaml', import.meta.url));
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  const out = (text: string) => process.stdout.write(text + '\n');
+  const client = { defaultAllocator: process.env.SMELTER_FLEET_ALLOCATOR || '127.0.0.1:50051', out };
+  switch (command) {
+    case 'up': {
+      const stopRequested = new Promise<string>((resolve) => {
+        const onSignal = (sig: NodeJS.Signals) => {
+          resolve(sig);
+          // A second signal means now: let Node's default handling end the process.
+          process.once(sig, () => process.exit(130));
+        };
+        process.once('SIGINT', onSignal);
+        process.once('SIGTERM', onSignal);
+      });
+      await up(rest, {
+        defaultFleetFile: existsSync(exampleFleet) ? exampleFleet : 'fleet.yaml',
+        smelterPath: process.env.SMELTER_PATH || undefined,
+        out,
+        tty: process.stdout.isTTY === true,
+        stopRequested,
+      });
+      return 0;
+    }
+    case 'allocate':
+      await allocate(rest, client);
+      return 0;
+    case 'release':
+      await release(rest, client);
+      return 0;
+    case 'get':
+      await get(rest, client);
+      return 0;
+    case 'status':
+      await status(rest, client);
+      return 0;
+    case 'emulator': {
+      const { emulatorMainPath } = await import('@smelter-fleet/smelter-emulator');
+      await import(emulatorMainPath);
+      return -1; // keeps running
+    }
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      out(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof UsageError) {
+      process.stderr.write(`smelter-fleet ${err.message}\nRun "smelter-fleet help" for usage.\n`);
+      process.exitCode = 2;
+    } else if (err instanceof CommandError || err instanceof FleetError) {
+      process.stderr.write(`smelter-fleet ${err.message}\n`);
+      process.exitCode = 1;
+    } else {
+      process.stderr.write(`smelter-fleet: ${(err as Error)?.stack ?? String(err)}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

@@ -1,0 +1,153 @@
+import { connectAllocator, stateFromProto } from '@smelter-fleet/allocator';
+import { parseDurationMs } from '@smelter-fleet/core';
+import type { allocationV1 } from '@smelter-fleet/proto';
+import { ClientError, Status } from 'nice-grpc';
+import { keyValues, parse, UsageError } from './args.js';
+import { renderStatus, type StatusView } from './table.js';
+
+export interface ClientContext {
+  /** host:port of the allocator, from --allocator, SMELTER_FLEET_ALLOCATOR, or the default. */
+  defaultAllocator: string;
+  out: (text: string) => void;
+}
+
+/** Deadline added on top of any wait the call asks for, ms. */
+const CALL_DEADLINE_MS = 10_000;
+
+const allocatorOption = { allocator: { type: 'string' } } as const;
+
+async function withAllocator<T>(command: string, address: string, fn: (c: ReturnType<typeof connectAllocator>) => Promise<T>): Promise<T> {
+  const clients = connectAllocator(address);
+  try {
+    return await fn(clients);
+  } catch (err) {
+    if (err instanceof ClientError) {
+      if (err.code === Status.UNAVAILABLE || err.code === Status.DEADLINE_EXCEEDED)
+        throw new CommandError(`${command}: cannot reach the allocator at ${address} (is \`smelter-fleet up\` running?): ${err.details}`);
+      throw new CommandError(`${command}: ${Status[err.code]}: ${err.details}`);
+    }
+    throw err;
+  } finally {
+    clients.close();
+  }
+}
+
+/** A call that reached a verdict other than success: printed, exit code 1. */
+export class CommandError extends Error {
+  override readonly name = 'CommandError';
+}
+
+function deadline(extraMs = 0): Date {
+  return new Date(Date.now() + CALL_DEADLINE_MS + extraMs);
+}
+
+function allocationJson(a: allocationV1.Allocation) {
+  return {
+    composition_id: a.compositionId,
+    server_name: a.serverName,
+    fleet: a.fleet,
+    region: a.region,
+    address: a.address,
+    ports: a.ports,
+    token: a.token,
+    allocated_at: a.allocatedAt?.toISOString() ?? null,
+    metadata: a.metadata,
+  };
+}
+
+function describeAllocation(verb: string, a: allocationV1.Allocation): string {
+  const ports = Object.entries(a.ports)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
+  return [
+    `${verb} composition ${a.compositionId} -> server ${a.serverName} (fleet ${a.fleet}, region ${a.region})`,
+    `  address    ${a.address}`,
+    `  ports      ${ports}`,
+    `  token      ${a.token}`,
+    `  allocated  ${a.allocatedAt?.toISOString() ?? ''}`,
+    ...Object.entries(a.metadata).map(([k, v]) => `  metadata   ${k}=${v}`),
+  ].join('\n');
+}
+
+export async function allocate(argv: string[], ctx: ClientContext): Promise<void> {
+  const { values } = parse('allocate', argv, {
+    ...allocatorOption,
+    fleet: { type: 'string' },
+    composition: { type: 'string' },
+    label: { type: 'string', multiple: true },
+    metadata: { type: 'string', multiple: true },
+    wait: { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  if (!values.composition) throw new UsageError('allocate: --composition <id> is required');
+  if (!values.fleet && !values.label?.length) throw new UsageError('allocate: --fleet <name> (or --label k=v) is required');
+  const waitMs = values.wait === undefined ? 0 : parseDurationMs(values.wait);
+  if (waitMs === undefined) throw new UsageError(`allocate: --wait "${values.wait}": expected a duration like 500ms, 10s or 2m`);
+  const request = {
+    fleet: values.fleet ?? '',
+    compositionId: values.composition,
+    matchLabels: keyValues('label', values.label),
+    metadata: keyValues('metadata', values.metadata),
+    wait: { seconds: Math.floor(waitMs / 1000), nanos: (waitMs % 1000) * 1e6 },
+  };
+  const address = values.allocator ?? ctx.defaultAllocator;
+  const res = await withAllocator('allocate', address, (c) => c.allocation.allocate(request, { deadline: deadline(waitMs) }));
+  const a = res.allocation!;
+  ctx.out(values.json ? JSON.stringify(allocationJson(a), null, 2) : describeAllocation('allocated', a));
+}
+
+export async function release(argv: string[], ctx: ClientContext): Promise<void> {
+  const { values } = parse('release', argv, { ...allocatorOption, composition: { type: 'string' }, json: { type: 'boolean' } });
+  if (!values.composition) throw new UsageError('release: --composition <id> is required');
+  const address = values.allocator ?? ctx.defaultAllocator;
+  const compositionId = values.composition;
+  const res = await withAllocator('release', address, (c) => c.allocation.release({ compositionId }, { deadline: deadline() }));
+  const a = res.allocation!;
+  ctx.out(values.json ? JSON.stringify(allocationJson(a), null, 2) : `released composition ${a.compositionId} (server ${a.serverName})`);
+}
+
+export async function get(argv: string[], ctx: ClientContext): Promise<void> {
+  const { values } = parse('get', argv, { ...allocatorOption, composition: { type: 'string' }, json: { type: 'boolean' } });
+  if (!values.composition) throw new UsageError('get: --composition <id> is required');
+  const address = values.allocator ?? ctx.defaultAllocator;
+  const compositionId = values.composition;
+  const res = await withAllocator('get', address, (c) => c.allocation.getAllocation({ compositionId }, { deadline: deadline() }));
+  const a = res.allocation!;
+  ctx.out(values.json ? JSON.stringify(allocationJson(a), null, 2) : describeAllocation('composition', a));
+}
+
+export async function status(argv: string[], ctx: ClientContext): Promise<void> {
+  const { values } = parse('status', argv, { ...allocatorOption, fleet: { type: 'string' }, json: { type: 'boolean' } });
+  const address = values.allocator ?? ctx.defaultAllocator;
+  const view = await withAllocator('status', address, async (c) => {
+    const [fleets, servers] = await Promise.all([
+      c.fleet.listFleets({}, { deadline: deadline() }),
+      c.fleet.listServers({ fleet: values.fleet ?? '' }, { deadline: deadline() }),
+    ]);
+    const view: StatusView = {
+      fleets: fleets.fleets
+        .filter((f) => !values.fleet || f.name === values.fleet)
+        .map((f) => ({
+          name: f.name,
+          region: f.region,
+          replicas: f.replicas,
+          scheduling: f.scheduling,
+          emulated: f.emulated,
+          smelterCommand: f.smelterCommand,
+          serversByState: f.serversByState,
+        })),
+      servers: servers.servers.map((s) => ({
+        name: s.name,
+        fleet: s.fleet,
+        state: stateFromProto(s.state) ?? 'Unknown',
+        address: s.address,
+        ports: s.ports,
+        composition: s.compositionId,
+        pid: s.pid || null,
+        reason: s.reason,
+      })),
+    };
+    return view;
+  });
+  ctx.out(values.json ? JSON.stringify(view, null, 2) : renderStatus(view));
+}

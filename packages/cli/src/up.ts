@@ -1,0 +1,153 @@
+import { readFile } from 'node:fs/promises';
+import { startAllocatorServer, type FleetRuntimeInfo } from '@smelter-fleet/allocator';
+import { FleetController } from '@smelter-fleet/controller';
+import { FleetSpecError, jsonLogger, parseFleetFile, type FleetSpec, type LogLevel, type Store } from '@smelter-fleet/core';
+import { MemoryStore } from '@smelter-fleet/memory-store';
+import { ProcessRuntime } from '@smelter-fleet/process-runtime';
+import { emulatorMainPath } from '@smelter-fleet/smelter-emulator';
+import { parse, port, UsageError } from './args.js';
+import { CommandError } from './client-commands.js';
+import { renderStatus, type StatusView } from './table.js';
+
+export interface UpContext {
+  /** Fleet file used without -f. */
+  defaultFleetFile: string;
+  /** $SMELTER_PATH: the Smelter binary; unset means the emulator. */
+  smelterPath: string | undefined;
+  out: (text: string) => void;
+  /** Whether `out` is a terminal (the status table is redrawn in place). */
+  tty: boolean;
+  /** Resolves when the process is asked to stop (Ctrl-C, SIGTERM). */
+  stopRequested: Promise<string>;
+}
+
+const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+
+export async function up(argv: string[], ctx: UpContext): Promise<void> {
+  const { values } = parse('up', argv, {
+    file: { type: 'string', short: 'f' },
+    'allocator-port': { type: 'string' },
+    'allocator-host': { type: 'string' },
+    'log-level': { type: 'string' },
+  });
+  const logLevel = (values['log-level'] ?? 'warn') as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) throw new UsageError(`up: --log-level must be one of ${LOG_LEVELS.join(', ')}`);
+  const allocatorAddress = `${values['allocator-host'] ?? '127.0.0.1'}:${port('allocator-port', values['allocator-port'], 50051)}`;
+  const file = values.file ?? ctx.defaultFleetFile;
+  const fleets = await loadFleets(file);
+
+  const logger = jsonLogger({ level: logLevel });
+  const emulator = [process.execPath, emulatorMainPath];
+  const defaultCommand = ctx.smelterPath ? [ctx.smelterPath] : emulator;
+  const fleetInfo = (f: FleetSpec): FleetRuntimeInfo => {
+    const command = f.template.command.length > 0 ? f.template.command : defaultCommand;
+    return { smelterCommand: command.join(' '), emulated: command === emulator };
+  };
+
+  const store = new MemoryStore();
+  for (const f of fleets) await store.putFleet(f);
+  const allocator = await startAllocatorServer({ store, address: allocatorAddress, fleetInfo, logger }).catch((err: Error) => {
+    throw new CommandError(`up: cannot listen on ${allocatorAddress}: ${err.message}`);
+  });
+  const runtime = new ProcessRuntime({ defaultCommand, logger });
+  const controller = new FleetController({ store, runtime, logger });
+  const stop = new AbortController();
+
+  ctx.out(`smelter-fleet up: allocator listening on ${allocator.address} (gRPC)`);
+  ctx.out(`fleet file ${file}: ${fleets.map((f) => `${f.name} (${f.replicas} servers)`).join(', ')}`);
+  for (const f of fleets) {
+    const info = fleetInfo(f);
+    ctx.out(
+      info.emulated
+        ? `fleet ${f.name}: running the Smelter EMULATOR, a test stand-in, not Smelter (set SMELTER_PATH to run Smelter)`
+        : `fleet ${f.name}: running ${info.smelterCommand}`,
+    );
+  }
+  ctx.out(`try: smelter-fleet allocate --allocator ${allocator.address} --fleet ${fleets[0]!.name} --composition demo\n`);
+
+  const running = controller.run(stop.signal);
+  const printing = printStatus(store, fleetInfo, ctx, stop.signal);
+  const why = await Promise.race([ctx.stopRequested, running.then(() => 'controller stopped')]);
+  ctx.out(`\nstopping (${why}): stopping every server...`);
+  stop.abort();
+  await running;
+  await printing;
+  await allocator.close({ force: true });
+  await store.close();
+  ctx.out('stopped: every server process has exited');
+}
+
+async function loadFleets(file: string): Promise<FleetSpec[]> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new CommandError(`up: cannot read fleet file ${file}: ${(err as Error).message}`);
+  }
+  try {
+    return parseFleetFile(text, file);
+  } catch (err) {
+    if (err instanceof FleetSpecError) throw new CommandError(`up: invalid fleet file: ${err.message}`);
+    throw err;
+  }
+}
+
+async function statusFromStore(store: Store, fleetInfo: (f: FleetSpec) => FleetRuntimeInfo): Promise<StatusView> {
+  const [fleets, servers] = await Promise.all([store.listFleets(), store.listServers()]);
+  servers.sort((a, b) => a.fleet.localeCompare(b.fleet) || a.createdAt - b.createdAt || a.name.localeCompare(b.name));
+  return {
+    fleets: fleets.map((f) => {
+      const serversByState: Record<string, number> = {};
+      for (const s of servers) if (s.fleet === f.name) serversByState[s.state] = (serversByState[s.state] ?? 0) + 1;
+      return { name: f.name, region: f.region, replicas: f.replicas, ...fleetInfo(f), serversByState };
+    }),
+    servers: servers.map((s) => ({
+      name: s.name,
+      fleet: s.fleet,
+      state: s.state,
+      address: s.address,
+      ports: s.ports,
+      composition: s.compositionId ?? '',
+      pid: s.pid ?? null,
+      reason: s.reason ?? '',
+    })),
+  };
+}
+
+/** The live status table: redrawn in place on a terminal, a summary line per change otherwise. */
+async function printStatus(
+  store: Store,
+  fleetInfo: (f: FleetSpec) => FleetRuntimeInfo,
+  ctx: UpContext,
+  signal: AbortSignal,
+): Promise<void> {
+  let drawnLines = 0;
+  let last = '';
+  const draw = async () => {
+    const view = await statusFromStore(store, fleetInfo);
+    if (ctx.tty) {
+      const text = renderStatus(view);
+      if (text === last) return;
+      last = text;
+      ctx.out(`${drawnLines > 0 ? `\x1b[${drawnLines}A\x1b[0J` : ''}${text}`);
+      drawnLines = text.split('\n').length;
+    } else {
+      const summary = view.fleets
+        .map((f) => `${f.name}: ${Object.entries(f.serversByState).map(([s, n]) => `${s} ${n}`).join(', ') || 'no servers'}`)
+        .join('; ');
+      if (summary === last) return;
+      last = summary;
+      ctx.out(`status ${summary}`);
+    }
+  };
+  await draw();
+  let timer: NodeJS.Timeout | undefined;
+  for await (const _ of store.watch(signal)) {
+    // Coalesce bursts of changes into one redraw.
+    timer ??= setTimeout(() => {
+      timer = undefined;
+      void draw();
+    }, 100);
+  }
+  clearTimeout(timer);
+}
