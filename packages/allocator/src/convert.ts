@@ -1,6 +1,7 @@
 import type { Allocation, FleetSpec, Ports, ServerRecord, ServerState } from '@smelter-fleet/core';
 import { SERVER_STATES } from '@smelter-fleet/core';
-import { allocationV1, fleetV1 } from '@smelter-fleet/proto';
+import type { allocationV1} from '@smelter-fleet/proto';
+import { fleetV1 } from '@smelter-fleet/proto';
 
 export function durationMs(d: { seconds: number; nanos: number } | undefined): number {
   return d ? d.seconds * 1000 + Math.round(d.nanos / 1e6) : 0;

@@ -1,5 +1,5 @@
 import { checkAllocationRequest, checkCompositionId, FleetError, type FleetSpec, type Logger, type Store } from '@smelter-fleet/core';
-import { allocationV1, fleetV1 } from '@smelter-fleet/proto';
+import type { allocationV1, fleetV1 } from '@smelter-fleet/proto';
 import type { ServiceImplementation } from 'nice-grpc';
 import { durationMs, toAllocationMessage, toFleetMessage, toServerMessage, type FleetRuntimeInfo } from './convert.js';
 import { allocateWithWait } from './wait.js';

@@ -1,17 +1,15 @@
-import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 /** A mistake in how the command was called: printed with usage, exit code 2. */
 export class UsageError extends Error {
   override readonly name = 'UsageError';
 }
 
-type Options = NonNullable<ParseArgsConfig['options']>;
-
-export function parse<O extends Options>(command: string, argv: string[], options: O) {
+/** Runs a node:util parseArgs call, turning its errors into UsageErrors of `command`. */
+export function parsing<T>(command: string, parse: () => T): T {
   try {
-    return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    return parse();
   } catch (err) {
-    throw new UsageError(`${command}: ${(err as Error).message.replace(/^TypeError \[\w+\]: /, '')}`);
+    throw new UsageError(`${command}: ${(err as Error).message}`);
   }
 }
 

@@ -2,7 +2,8 @@ import { connectAllocator, stateFromProto } from '@smelter-fleet/allocator';
 import { parseDurationMs } from '@smelter-fleet/core';
 import type { allocationV1 } from '@smelter-fleet/proto';
 import { ClientError, Status } from 'nice-grpc';
-import { keyValues, parse, UsageError } from './args.js';
+import { parseArgs } from 'node:util';
+import { keyValues, parsing, UsageError } from './args.js';
 import { renderStatus, type StatusView } from './table.js';
 
 export interface ClientContext {
@@ -37,8 +38,8 @@ export class CommandError extends Error {
   override readonly name = 'CommandError';
 }
 
-function deadline(extraMs = 0): Date {
-  return new Date(Date.now() + CALL_DEADLINE_MS + extraMs);
+function deadline(extraMs = 0): AbortSignal {
+  return AbortSignal.timeout(CALL_DEADLINE_MS + extraMs);
 }
 
 function allocationJson(a: allocationV1.Allocation) {
@@ -70,7 +71,7 @@ function describeAllocation(verb: string, a: allocationV1.Allocation): string {
 }
 
 export async function allocate(argv: string[], ctx: ClientContext): Promise<void> {
-  const { values } = parse('allocate', argv, {
+  const { values } = parsing('allocate', () => parseArgs({ args: argv, strict: true, allowPositionals: false, options: {
     ...allocatorOption,
     fleet: { type: 'string' },
     composition: { type: 'string' },
@@ -78,7 +79,7 @@ export async function allocate(argv: string[], ctx: ClientContext): Promise<void
     metadata: { type: 'string', multiple: true },
     wait: { type: 'string' },
     json: { type: 'boolean' },
-  });
+  } }));
   if (!values.composition) throw new UsageError('allocate: --composition <id> is required');
   if (!values.fleet && !values.label?.length) throw new UsageError('allocate: --fleet <name> (or --label k=v) is required');
   const waitMs = values.wait === undefined ? 0 : parseDurationMs(values.wait);
@@ -91,38 +92,38 @@ export async function allocate(argv: string[], ctx: ClientContext): Promise<void
     wait: { seconds: Math.floor(waitMs / 1000), nanos: (waitMs % 1000) * 1e6 },
   };
   const address = values.allocator ?? ctx.defaultAllocator;
-  const res = await withAllocator('allocate', address, (c) => c.allocation.allocate(request, { deadline: deadline(waitMs) }));
+  const res = await withAllocator('allocate', address, (c) => c.allocation.allocate(request, { signal: deadline(waitMs) }));
   const a = res.allocation!;
   ctx.out(values.json ? JSON.stringify(allocationJson(a), null, 2) : describeAllocation('allocated', a));
 }
 
 export async function release(argv: string[], ctx: ClientContext): Promise<void> {
-  const { values } = parse('release', argv, { ...allocatorOption, composition: { type: 'string' }, json: { type: 'boolean' } });
+  const { values } = parsing('release', () => parseArgs({ args: argv, strict: true, allowPositionals: false, options: { ...allocatorOption, composition: { type: 'string' }, json: { type: 'boolean' } } }));
   if (!values.composition) throw new UsageError('release: --composition <id> is required');
   const address = values.allocator ?? ctx.defaultAllocator;
   const compositionId = values.composition;
-  const res = await withAllocator('release', address, (c) => c.allocation.release({ compositionId }, { deadline: deadline() }));
+  const res = await withAllocator('release', address, (c) => c.allocation.release({ compositionId }, { signal: deadline() }));
   const a = res.allocation!;
   ctx.out(values.json ? JSON.stringify(allocationJson(a), null, 2) : `released composition ${a.compositionId} (server ${a.serverName})`);
 }
 
 export async function get(argv: string[], ctx: ClientContext): Promise<void> {
-  const { values } = parse('get', argv, { ...allocatorOption, composition: { type: 'string' }, json: { type: 'boolean' } });
+  const { values } = parsing('get', () => parseArgs({ args: argv, strict: true, allowPositionals: false, options: { ...allocatorOption, composition: { type: 'string' }, json: { type: 'boolean' } } }));
   if (!values.composition) throw new UsageError('get: --composition <id> is required');
   const address = values.allocator ?? ctx.defaultAllocator;
   const compositionId = values.composition;
-  const res = await withAllocator('get', address, (c) => c.allocation.getAllocation({ compositionId }, { deadline: deadline() }));
+  const res = await withAllocator('get', address, (c) => c.allocation.getAllocation({ compositionId }, { signal: deadline() }));
   const a = res.allocation!;
   ctx.out(values.json ? JSON.stringify(allocationJson(a), null, 2) : describeAllocation('composition', a));
 }
 
 export async function status(argv: string[], ctx: ClientContext): Promise<void> {
-  const { values } = parse('status', argv, { ...allocatorOption, fleet: { type: 'string' }, json: { type: 'boolean' } });
+  const { values } = parsing('status', () => parseArgs({ args: argv, strict: true, allowPositionals: false, options: { ...allocatorOption, fleet: { type: 'string' }, json: { type: 'boolean' } } }));
   const address = values.allocator ?? ctx.defaultAllocator;
   const view = await withAllocator('status', address, async (c) => {
     const [fleets, servers] = await Promise.all([
-      c.fleet.listFleets({}, { deadline: deadline() }),
-      c.fleet.listServers({ fleet: values.fleet ?? '' }, { deadline: deadline() }),
+      c.fleet.listFleets({}, { signal: deadline() }),
+      c.fleet.listServers({ fleet: values.fleet ?? '' }, { signal: deadline() }),
     ]);
     const view: StatusView = {
       fleets: fleets.fleets

@@ -5,7 +5,8 @@ import { FleetSpecError, jsonLogger, parseFleetFile, type FleetSpec, type LogLev
 import { MemoryStore } from '@smelter-fleet/memory-store';
 import { ProcessRuntime } from '@smelter-fleet/process-runtime';
 import { emulatorMainPath } from '@smelter-fleet/smelter-emulator';
-import { parse, port, UsageError } from './args.js';
+import { parseArgs } from 'node:util';
+import { parsing, port, UsageError } from './args.js';
 import { CommandError } from './client-commands.js';
 import { renderStatus, type StatusView } from './table.js';
 
@@ -24,12 +25,12 @@ export interface UpContext {
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 
 export async function up(argv: string[], ctx: UpContext): Promise<void> {
-  const { values } = parse('up', argv, {
+  const { values } = parsing('up', () => parseArgs({ args: argv, strict: true, allowPositionals: false, options: {
     file: { type: 'string', short: 'f' },
     'allocator-port': { type: 'string' },
     'allocator-host': { type: 'string' },
     'log-level': { type: 'string' },
-  });
+  } }));
   const logLevel = (values['log-level'] ?? 'warn') as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) throw new UsageError(`up: --log-level must be one of ${LOG_LEVELS.join(', ')}`);
   const allocatorAddress = `${values['allocator-host'] ?? '127.0.0.1'}:${port('allocator-port', values['allocator-port'], 50051)}`;

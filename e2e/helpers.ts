@@ -1,0 +1,90 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = fileURLToPath(new URL('..', import.meta.url));
+export const bin = join(repoRoot, 'packages/cli/dist/bin.js');
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs one smelter-fleet command to completion. */
+export function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [bin, ...args], { env: { ...process.env, ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** A long-running smelter-fleet process whose output lines can be awaited. */
+export class Running {
+  readonly lines: string[] = [];
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private waiters: (() => void)[] = [];
+
+  constructor(readonly child: ChildProcess) {
+    for (const stream of [child.stdout, child.stderr]) {
+      if (!stream) continue;
+      createInterface({ input: stream }).on('line', (line) => {
+        this.lines.push(line);
+        this.waiters.splice(0).forEach((w) => w());
+      });
+    }
+    this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    void this.exited.then(() => this.waiters.splice(0).forEach((w) => w()));
+  }
+
+  /** Waits for a line (at index `from` or later) matching `pattern`; returns its match and index. */
+  async waitFor(pattern: RegExp, from = 0): Promise<{ match: RegExpMatchArray; index: number }> {
+    for (;;) {
+      for (let i = from; i < this.lines.length; i++) {
+        const match = this.lines[i]!.match(pattern);
+        if (match) return { match, index: i };
+      }
+      if (this.child.exitCode !== null || this.child.signalCode !== null)
+        throw new Error(`process exited before printing ${pattern}; output:\n${this.lines.join('\n')}`);
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+  }
+}
+
+export function start(args: string[], env: NodeJS.ProcessEnv = {}): Running {
+  return new Running(spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }));
+}
+
+export function tempFile(name: string, text: string): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'smelter-fleet-e2e-')), name);
+  writeFileSync(path, text);
+  return path;
+}
+
+export function fleetYaml(name: string, replicas: number, extra = ''): string {
+  return `apiVersion: smelterfleet.dev/v1alpha1
+kind: SmelterFleet
+metadata:
+  name: ${name}
+spec:
+  replicas: ${replicas}
+  drain:
+    flushTime: 0s
+  health:
+    period: 100ms
+${extra}`;
+}
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
