@@ -4,6 +4,9 @@ import { fleetSpec, newServer } from '@smelter-fleet/testing';
 import { fleetV1 } from '@smelter-fleet/proto';
 import { ClientError, createChannel, createClient, Status } from 'nice-grpc';
 import { HealthDefinition } from 'nice-grpc-server-health';
+import { ServerReflectionService } from 'nice-grpc-server-reflection';
+import * as grpc from '@grpc/grpc-js';
+import { createRequire } from 'node:module';
 import { connectAllocator, type AllocatorClients } from './client.js';
 import { startAllocatorServer, type AllocatorServer } from './server.js';
 
@@ -158,3 +161,43 @@ describe('allocator gRPC server', () => {
     channel.close();
   });
 });
+
+describe('server reflection', () => {
+  it('lists the allocator services', async () => {
+    const store = new MemoryStore();
+    const server = await startAllocatorServer({ store });
+    const require = createRequire(import.meta.url);
+    const pb = require('nice-grpc-server-reflection/lib/proto/grpc/reflection/v1/reflection_pb.js') as {
+      ServerReflectionRequest: new () => { setListServices(v: string): unknown };
+    };
+    const Client = grpc.makeGenericClientConstructor(ServerReflectionService, 'ServerReflection');
+    const client = new Client(server.address, grpc.credentials.createInsecure()) as grpc.Client & {
+      serverReflectionInfo(): grpc.ClientDuplexStream<unknown, ReflectionResponse>;
+    };
+    try {
+      const call = client.serverReflectionInfo();
+      const answered = new Promise<ReflectionResponse>((resolve, reject) => {
+        call.once('data', resolve);
+        call.once('error', reject);
+      });
+      const request = new pb.ServerReflectionRequest();
+      request.setListServices('*');
+      call.write(request);
+      const response = await answered;
+      call.end();
+      const names = response.getListServicesResponse()!.getServiceList().map((s) => s.getName());
+      expect(names.sort()).toEqual([
+        'grpc.health.v1.Health',
+        'smelterfleet.allocation.v1.AllocationService',
+        'smelterfleet.fleet.v1.FleetService',
+      ]);
+    } finally {
+      client.close();
+      await server.close({ force: true });
+    }
+  });
+});
+
+interface ReflectionResponse {
+  getListServicesResponse(): { getServiceList(): { getName(): string }[] } | undefined;
+}

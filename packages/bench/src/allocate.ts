@@ -48,7 +48,7 @@ const server = await startAllocatorServer({ store });
 const loadScript = fileURLToPath(new URL('./load.js', import.meta.url));
 const { stdout } = await promisify(execFile)(
   process.execPath,
-  [loadScript, server.address, String(DURATION_MS), String(CONCURRENCY), String(RATE)],
+  [...(process.env.BENCH_PROFILE_LOAD ? ["--cpu-prof", "--cpu-prof-dir=/tmp/profload"] : []), loadScript, server.address, String(DURATION_MS), String(CONCURRENCY), String(RATE)],
   { maxBuffer: 1 << 20 },
 );
 recycling.abort();

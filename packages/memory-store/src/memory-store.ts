@@ -34,6 +34,9 @@ export class MemoryStore implements Store {
   private readonly servers = new Map<string, ServerRecord>();
   private readonly allocations = new Map<string, Allocation>();
   private readonly watchers = new Set<Channel<StoreEvent>>();
+  // Indexes kept by put()/drop(), so allocation never scans the whole fleet.
+  private readonly readyByFleet = new Map<string, Set<ServerRecord>>();
+  private readonly allocatedByFleetNode = new Map<string, Map<string, number>>();
 
   constructor(options: MemoryStoreOptions = {}) {
     this.clock = options.clock ?? systemClock;
@@ -64,7 +67,7 @@ export class MemoryStore implements Store {
     if (this.servers.has(server.name)) throw new FleetError('ALREADY_EXISTS', `server "${server.name}" already exists`);
     const now = this.clock.now();
     const record: ServerRecord = { ...structuredClone(server), state: 'Starting', createdAt: now, stateChangedAt: now, version: 1 };
-    this.servers.set(record.name, record);
+    this.put(record);
     return this.emitServer(record);
   }
 
@@ -102,7 +105,7 @@ export class MemoryStore implements Store {
     if (update.labels !== undefined) next.labels = { ...update.labels };
     if (update.reason !== undefined) next.reason = update.reason;
     next.version = server.version + 1;
-    this.servers.set(name, next);
+    this.put(next);
     // A composition on a server that died or is being stopped is over: end its allocation.
     if (isTerminal(next.state) && next.compositionId) this.endAllocation(next.compositionId, name);
     return this.emitServer(next);
@@ -113,7 +116,7 @@ export class MemoryStore implements Store {
     if (!server) throw new FleetError('NOT_FOUND', `server "${name}" not found`);
     if (server.state === 'Allocated')
       throw new FleetError('FAILED_PRECONDITION', `server "${name}" is Allocated to "${server.compositionId}"`);
-    this.servers.delete(name);
+    this.drop(server);
     if (server.compositionId) this.endAllocation(server.compositionId, name);
     this.emit({ type: 'server', server: structuredClone(server), removed: true });
   }
@@ -131,12 +134,12 @@ export class MemoryStore implements Store {
     const fleet = request.fleet ? this.fleets.get(request.fleet) : undefined;
     if (request.fleet && !fleet) throw new FleetError('NOT_FOUND', `fleet "${request.fleet}" not found`);
 
+    const fleets = request.fleet ? [request.fleet] : [...this.readyByFleet.keys()];
     const candidates: ServerRecord[] = [];
     const allocatedPerNode = new Map<string, number>();
-    for (const s of this.servers.values()) {
-      if (request.fleet && s.fleet !== request.fleet) continue;
-      if (s.state === 'Allocated') allocatedPerNode.set(s.node, (allocatedPerNode.get(s.node) ?? 0) + 1);
-      else if (s.state === 'Ready' && matchesLabels(s, request.matchLabels)) candidates.push(s);
+    for (const f of fleets) {
+      for (const s of this.readyByFleet.get(f) ?? []) if (matchesLabels(s, request.matchLabels)) candidates.push(s);
+      for (const [node, n] of this.allocatedByFleetNode.get(f) ?? []) allocatedPerNode.set(node, (allocatedPerNode.get(node) ?? 0) + n);
     }
     const chosen = selectServer(candidates, allocatedPerNode, fleet?.scheduling ?? 'Packed');
     if (!chosen)
@@ -164,7 +167,7 @@ export class MemoryStore implements Store {
       allocatedAt: now,
       metadata: { ...request.metadata },
     };
-    this.servers.set(server.name, server);
+    this.put(server);
     this.allocations.set(allocation.compositionId, allocation);
     this.emitServer(server);
     this.emit({ type: 'allocation', allocation: structuredClone(allocation), released: false });
@@ -179,7 +182,7 @@ export class MemoryStore implements Store {
       const to = transition(server.state, 'Release');
       if (to.ok && to.to !== server.state) {
         const next = { ...server, state: to.to, stateChangedAt: this.clock.now(), version: server.version + 1 };
-        this.servers.set(next.name, next);
+        this.put(next);
         this.emitServer(next);
       }
     }
@@ -209,6 +212,37 @@ export class MemoryStore implements Store {
   async close(): Promise<void> {
     for (const w of this.watchers) w.close();
     this.watchers.clear();
+  }
+
+  /** Stores a server record and keeps the indexes in step. */
+  private put(server: ServerRecord): void {
+    const prev = this.servers.get(server.name);
+    if (prev) this.unindex(prev);
+    this.servers.set(server.name, server);
+    if (server.state === 'Ready') {
+      let ready = this.readyByFleet.get(server.fleet);
+      if (!ready) this.readyByFleet.set(server.fleet, (ready = new Set()));
+      ready.add(server);
+    } else if (server.state === 'Allocated') {
+      let nodes = this.allocatedByFleetNode.get(server.fleet);
+      if (!nodes) this.allocatedByFleetNode.set(server.fleet, (nodes = new Map()));
+      nodes.set(server.node, (nodes.get(server.node) ?? 0) + 1);
+    }
+  }
+
+  private drop(server: ServerRecord): void {
+    this.unindex(server);
+    this.servers.delete(server.name);
+  }
+
+  private unindex(server: ServerRecord): void {
+    if (server.state === 'Ready') this.readyByFleet.get(server.fleet)?.delete(server);
+    else if (server.state === 'Allocated') {
+      const nodes = this.allocatedByFleetNode.get(server.fleet);
+      const n = (nodes?.get(server.node) ?? 0) - 1;
+      if (n > 0) nodes?.set(server.node, n);
+      else nodes?.delete(server.node);
+    }
   }
 
   private endAllocation(compositionId: string, serverName: string): void {
