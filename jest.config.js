@@ -1,9 +1,6 @@
 // Jest runs TypeScript as native ESM through swc; workspace packages resolve to their sources.
 const transform = {
-  '^.+\\.ts$': [
-    '@swc/jest',
-    { jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'es6' } },
-  ],
+  '^.+\\.ts$': ['@swc/jest', { jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'es6' } }],
 };
 const shared = {
   extensionsToTreatAsEsm: ['.ts'],

@@ -5,7 +5,14 @@ jest.setTimeout(60_000);
 
 interface StatusJson {
   fleets: { name: string; emulated: boolean; serversByState: Record<string, number> }[];
-  servers: { name: string; state: string; address: string; ports: Record<string, number>; composition: string; pid: number | null }[];
+  servers: {
+    name: string;
+    state: string;
+    address: string;
+    ports: Record<string, number>;
+    composition: string;
+    pid: number | null;
+  }[];
 }
 
 async function statusJson(allocator: string): Promise<StatusJson> {
@@ -37,10 +44,27 @@ describe('smelter-fleet up', () => {
     await first.waitFor(/running the Smelter EMULATOR/);
     await first.waitFor(/^status local: Ready 3$/);
 
-    const allocated = await cli(['allocate', '--allocator', allocator, '--fleet', 'local', '--composition', 'demo', '--metadata', 'owner=e2e', '--json']);
+    const allocated = await cli([
+      'allocate',
+      '--allocator',
+      allocator,
+      '--fleet',
+      'local',
+      '--composition',
+      'demo',
+      '--metadata',
+      'owner=e2e',
+      '--json',
+    ]);
     expect(allocated.code).toBe(0);
     const a = JSON.parse(allocated.stdout);
-    expect(a).toMatchObject({ composition_id: 'demo', fleet: 'local', region: 'local', address: '127.0.0.1', metadata: { owner: 'e2e' } });
+    expect(a).toMatchObject({
+      composition_id: 'demo',
+      fleet: 'local',
+      region: 'local',
+      address: '127.0.0.1',
+      metadata: { owner: 'e2e' },
+    });
     expect(Object.keys(a.ports).sort()).toEqual(['api', 'rtmp', 'whip_whep']);
     expect(a.token).toMatch(/^[A-Za-z0-9_-]{43}$/);
 
@@ -48,7 +72,9 @@ describe('smelter-fleet up', () => {
     const smelterStatus = await (await fetch(`http://${a.address}:${a.ports.api}/status`)).json();
     expect(smelterStatus).toMatchObject({ instance_id: a.server_name, configuration: { api_port: a.ports.api } });
 
-    const retried = JSON.parse((await cli(['allocate', '--allocator', allocator, '--fleet', 'local', '--composition', 'demo', '--json'])).stdout);
+    const retried = JSON.parse(
+      (await cli(['allocate', '--allocator', allocator, '--fleet', 'local', '--composition', 'demo', '--json'])).stdout,
+    );
     expect(retried).toEqual(a);
 
     const status = await statusJson(allocator);
@@ -69,7 +95,9 @@ describe('smelter-fleet up', () => {
     // Recycled (POST /api/reset) back to Ready, not replaced.
     await first.waitFor(/^status local: Draining 1, Ready 2|^status local: Ready 2, Draining 1/, mark);
     await first.waitFor(/^status local: Ready 3$/, mark);
-    expect((await statusJson(allocator)).servers.map((s) => s.name).sort()).toEqual(status.servers.map((s) => s.name).sort());
+    expect((await statusJson(allocator)).servers.map((s) => s.name).sort()).toEqual(
+      status.servers.map((s) => s.name).sort(),
+    );
 
     first.child.kill('SIGINT');
     expect(await first.exited).toEqual({ code: 0, signal: null });
@@ -110,13 +138,26 @@ describe('smelter-fleet up', () => {
     await r.waitFor(/^status pair: Ready 1, Allocated 1$|^status pair: Allocated 1, Ready 1$/, mark);
     const after = await statusJson(allocator);
     expect(after.servers.map((s) => s.name)).not.toContain(victim.name);
-    const gets = await Promise.all(['c1', 'c2'].map((c) => cli(['get', '--allocator', allocator, '--composition', c, '--json'])));
+    const gets = await Promise.all(
+      ['c1', 'c2'].map((c) => cli(['get', '--allocator', allocator, '--composition', c, '--json'])),
+    );
     // Exactly one composition was on the killed server; it is gone (NOT_FOUND), the other is intact.
     expect(gets.map((g) => g.code).sort()).toEqual([0, 1]);
     expect(gets.find((g) => g.code === 1)!.stderr).toMatch(/NOT_FOUND/);
 
     // The waiting allocation is served by the replacement.
-    const waited = await cli(['allocate', '--allocator', allocator, '--fleet', 'pair', '--composition', 'c3', '--wait', '30s', '--json']);
+    const waited = await cli([
+      'allocate',
+      '--allocator',
+      allocator,
+      '--fleet',
+      'pair',
+      '--composition',
+      'c3',
+      '--wait',
+      '30s',
+      '--json',
+    ]);
     expect(waited.code).toBe(0);
     expect(JSON.parse(waited.stdout).server_name).not.toBe(victim.name);
   });

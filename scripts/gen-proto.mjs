@@ -12,9 +12,14 @@ const check = process.argv.includes('--check');
 
 function generate(base) {
   rmSync(join(base, genRel), { recursive: true, force: true });
-  execFileSync(buf, ['generate', 'proto', '--template', 'proto/buf.gen.yaml', '--output', base], { cwd: root, stdio: 'inherit' });
+  execFileSync(buf, ['generate', 'proto', '--template', 'proto/buf.gen.yaml', '--output', base], {
+    cwd: root,
+    stdio: 'inherit',
+  });
   // The descriptor set (with imports) feeds gRPC server reflection.
-  const image = execFileSync(buf, ['build', 'proto', '--as-file-descriptor-set', '-o', '-#format=binpb'], { cwd: root });
+  const image = execFileSync(buf, ['build', 'proto', '--as-file-descriptor-set', '-o', '-#format=binpb'], {
+    cwd: root,
+  });
   mkdirSync(join(base, genRel), { recursive: true });
   writeFileSync(
     join(base, genRel, 'descriptor.ts'),
@@ -36,7 +41,9 @@ if (!check) {
   const tmp = mkdtempSync(join(tmpdir(), 'smelter-fleet-gen-'));
   try {
     generate(tmp);
-    const want = new Map(files(join(tmp, genRel)).map((f) => [relative(join(tmp, genRel), f), readFileSync(f, 'utf8')]));
+    const want = new Map(
+      files(join(tmp, genRel)).map((f) => [relative(join(tmp, genRel), f), readFileSync(f, 'utf8')]),
+    );
     let have = new Map();
     try {
       have = new Map(files(join(root, genRel)).map((f) => [relative(join(root, genRel), f), readFileSync(f, 'utf8')]));

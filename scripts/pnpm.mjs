@@ -8,6 +8,8 @@ const version = pinned.replace(/^pnpm@/, '');
 const args = process.argv.slice(2);
 const local = spawnSync('pnpm', ['--version'], { encoding: 'utf8' });
 const [cmd, cmdArgs] =
-  local.status === 0 && local.stdout.trim() === version ? ['pnpm', args] : ['npx', ['--yes', `pnpm@${version}`, ...args]];
+  local.status === 0 && local.stdout.trim() === version
+    ? ['pnpm', args]
+    : ['npx', ['--yes', `pnpm@${version}`, ...args]];
 const result = spawnSync(cmd, cmdArgs, { stdio: 'inherit' });
 process.exit(result.status ?? 1);

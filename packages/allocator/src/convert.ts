@@ -1,6 +1,6 @@
 import type { Allocation, FleetSpec, Ports, ServerRecord, ServerState } from '@smelter-fleet/core';
 import { SERVER_STATES } from '@smelter-fleet/core';
-import type { allocationV1} from '@smelter-fleet/proto';
+import type { allocationV1 } from '@smelter-fleet/proto';
 import { fleetV1 } from '@smelter-fleet/proto';
 
 export function durationMs(d: { seconds: number; nanos: number } | undefined): number {

@@ -114,7 +114,9 @@ describe('allocator gRPC server', () => {
   });
 
   it('gives up with RESOURCE_EXHAUSTED when the wait runs out', async () => {
-    const e = await grpcError(clients.allocation.allocate({ fleet: 'f', compositionId: 'c1', wait: { seconds: 0, nanos: 200e6 } }));
+    const e = await grpcError(
+      clients.allocation.allocate({ fleet: 'f', compositionId: 'c1', wait: { seconds: 0, nanos: 200e6 } }),
+    );
     expect(e.code).toBe(Status.RESOURCE_EXHAUSTED);
     expect(e.details).toMatch(/after waiting 200 ms/);
   });
@@ -132,7 +134,9 @@ describe('allocator gRPC server', () => {
       expect(new Set(ok.map((a) => a.serverName)).size).toBe(30);
       expect(failed.map((e) => e.code)).toEqual(Array(20).fill(Status.RESOURCE_EXHAUSTED));
       // Every retry returns the same server.
-      const retried = await Promise.all(ok.map((a) => many[0]!.allocation.allocate({ fleet: 'f', compositionId: a.compositionId })));
+      const retried = await Promise.all(
+        ok.map((a) => many[0]!.allocation.allocate({ fleet: 'f', compositionId: a.compositionId })),
+      );
       expect(retried.map((r) => r.allocation!.serverName)).toEqual(ok.map((a) => a.serverName));
     } finally {
       many.forEach((c) => c.close());
@@ -145,7 +149,12 @@ describe('allocator gRPC server', () => {
     await clients.allocation.allocate({ fleet: 'f', compositionId: 'c1' });
     const { fleets } = await clients.fleet.listFleets({});
     expect(fleets).toEqual([
-      expect.objectContaining({ name: 'f', replicas: 3, serversByState: { Allocated: 1, Starting: 1 }, emulated: true }),
+      expect.objectContaining({
+        name: 'f',
+        replicas: 3,
+        serversByState: { Allocated: 1, Starting: 1 },
+        emulated: true,
+      }),
     ]);
     const { servers } = await clients.fleet.listServers({ fleet: 'f' });
     expect(servers.map((s) => [s.name, s.state, s.compositionId, s.pid])).toEqual([
@@ -185,7 +194,10 @@ describe('server reflection', () => {
       call.write(request);
       const response = await answered;
       call.end();
-      const names = response.getListServicesResponse()!.getServiceList().map((s) => s.getName());
+      const names = response
+        .getListServicesResponse()!
+        .getServiceList()
+        .map((s) => s.getName());
       expect(names.sort()).toEqual([
         'grpc.health.v1.Health',
         'smelterfleet.allocation.v1.AllocationService',

@@ -25,10 +25,7 @@ export interface AllocatorServer {
   close(options?: { force?: boolean }): Promise<void>;
 }
 
-const SERVICE_NAMES = [
-  allocationV1.AllocationServiceDefinition.fullName,
-  fleetV1.FleetServiceDefinition.fullName,
-];
+const SERVICE_NAMES = [allocationV1.AllocationServiceDefinition.fullName, fleetV1.FleetServiceDefinition.fullName];
 
 /** Serves AllocationService and FleetService, plus gRPC health and reflection. */
 export async function startAllocatorServer(options: AllocatorServerOptions): Promise<AllocatorServer> {

@@ -1,4 +1,11 @@
-import { checkAllocationRequest, checkCompositionId, FleetError, type FleetSpec, type Logger, type Store } from '@smelter-fleet/core';
+import {
+  checkAllocationRequest,
+  checkCompositionId,
+  FleetError,
+  type FleetSpec,
+  type Logger,
+  type Store,
+} from '@smelter-fleet/core';
 import type { allocationV1, fleetV1 } from '@smelter-fleet/proto';
 import type { ServiceImplementation } from 'nice-grpc';
 import { durationMs, toAllocationMessage, toFleetMessage, toServerMessage, type FleetRuntimeInfo } from './convert.js';
@@ -10,12 +17,22 @@ export function allocationService(
 ): ServiceImplementation<typeof allocationV1.AllocationServiceDefinition> {
   return {
     async allocate(req, { signal }) {
-      const request = { fleet: req.fleet, matchLabels: req.matchLabels, compositionId: req.compositionId, metadata: req.metadata };
+      const request = {
+        fleet: req.fleet,
+        matchLabels: req.matchLabels,
+        compositionId: req.compositionId,
+        metadata: req.metadata,
+      };
       const waitMs = durationMs(req.wait);
-      if (req.wait && (req.wait.seconds < 0 || req.wait.nanos < 0)) throw new FleetError('INVALID_ARGUMENT', 'must not be negative', { field: 'wait' });
+      if (req.wait && (req.wait.seconds < 0 || req.wait.nanos < 0))
+        throw new FleetError('INVALID_ARGUMENT', 'must not be negative', { field: 'wait' });
       checkAllocationRequest(request, waitMs);
       const allocation = await allocateWithWait(store, request, waitMs, signal);
-      logger.info('allocated', { composition: allocation.compositionId, server: allocation.serverName, fleet: allocation.fleet });
+      logger.info('allocated', {
+        composition: allocation.compositionId,
+        server: allocation.serverName,
+        fleet: allocation.fleet,
+      });
       return { allocation: toAllocationMessage(allocation) };
     },
 
@@ -48,14 +65,23 @@ export function fleetService(
     async listFleets() {
       const [fleets, servers] = await Promise.all([store.listFleets(), store.listServers()]);
       return {
-        fleets: fleets.map((f) => toFleetMessage(f, servers.filter((s) => s.fleet === f.name), fleetInfo(f))),
+        fleets: fleets.map((f) =>
+          toFleetMessage(
+            f,
+            servers.filter((s) => s.fleet === f.name),
+            fleetInfo(f),
+          ),
+        ),
       };
     },
 
     async listServers(req) {
-      if (req.fleet && !(await store.getFleet(req.fleet))) throw new FleetError('NOT_FOUND', `fleet "${req.fleet}" not found`);
+      if (req.fleet && !(await store.getFleet(req.fleet)))
+        throw new FleetError('NOT_FOUND', `fleet "${req.fleet}" not found`);
       const servers = await store.listServers(req.fleet ? { fleet: req.fleet } : {});
-      servers.sort((a, b) => a.fleet.localeCompare(b.fleet) || a.createdAt - b.createdAt || a.name.localeCompare(b.name));
+      servers.sort(
+        (a, b) => a.fleet.localeCompare(b.fleet) || a.createdAt - b.createdAt || a.name.localeCompare(b.name),
+      );
       return { servers: servers.map(toServerMessage) };
     },
   };

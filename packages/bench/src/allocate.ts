@@ -48,7 +48,14 @@ const server = await startAllocatorServer({ store });
 const loadScript = fileURLToPath(new URL('./load.js', import.meta.url));
 const { stdout } = await promisify(execFile)(
   process.execPath,
-  [...(process.env.BENCH_PROFILE_LOAD ? ["--cpu-prof", "--cpu-prof-dir=/tmp/profload"] : []), loadScript, server.address, String(DURATION_MS), String(CONCURRENCY), String(RATE)],
+  [
+    ...(process.env.BENCH_PROFILE_LOAD ? ['--cpu-prof', '--cpu-prof-dir=/tmp/profload'] : []),
+    loadScript,
+    server.address,
+    String(DURATION_MS),
+    String(CONCURRENCY),
+    String(RATE),
+  ],
   { maxBuffer: 1 << 20 },
 );
 recycling.abort();
@@ -57,9 +64,13 @@ const result = JSON.parse(stdout) as { noop: Summary; allocations: Summary; pace
 
 const row = (name: string, s: Summary) =>
   `${name.padEnd(34)} ${s.perSecond.toFixed(0).padStart(8)}/s  p50 ${s.p50Ms.toFixed(2).padStart(6)} ms  p99 ${s.p99Ms.toFixed(2).padStart(6)} ms  errors ${s.errors}`;
-console.log(`bench:allocate  servers=${SERVERS} duration=${DURATION_MS}ms concurrency=${CONCURRENCY} (load generator in a separate process)`);
+console.log(
+  `bench:allocate  servers=${SERVERS} duration=${DURATION_MS}ms concurrency=${CONCURRENCY} (load generator in a separate process)`,
+);
 console.log(row('no-op unary gRPC (ceiling)', result.noop));
 console.log(row('Allocate, closed loop', result.allocations));
 console.log(row(`Allocate, open loop at ${RATE}/s`, result.paced));
-console.log(`Allocate throughput / no-op ceiling = ${(result.allocations.perSecond / result.noop.perSecond).toFixed(2)}`);
+console.log(
+  `Allocate throughput / no-op ceiling = ${(result.allocations.perSecond / result.noop.perSecond).toFixed(2)}`,
+);
 console.log(JSON.stringify({ servers: SERVERS, ...result }));

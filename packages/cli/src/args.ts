@@ -1,4 +1,3 @@
-
 /** A mistake in how the command was called: printed with usage, exit code 2. */
 export class UsageError extends Error {
   override readonly name = 'UsageError';
@@ -27,6 +26,7 @@ export function keyValues(flag: string, values: string[] | undefined): Record<st
 export function port(flag: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`--${flag} "${value}": expected a port number from 0 to 65535`);
+  if (!Number.isInteger(n) || n < 0 || n > 65535)
+    throw new UsageError(`--${flag} "${value}": expected a port number from 0 to 65535`);
   return n;
 }

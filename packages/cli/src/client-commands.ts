@@ -17,14 +17,20 @@ const CALL_DEADLINE_MS = 10_000;
 
 const allocatorOption = { allocator: { type: 'string' } } as const;
 
-async function withAllocator<T>(command: string, address: string, fn: (c: ReturnType<typeof connectAllocator>) => Promise<T>): Promise<T> {
+async function withAllocator<T>(
+  command: string,
+  address: string,
+  fn: (c: ReturnType<typeof connectAllocator>) => Promise<T>,
+): Promise<T> {
   const clients = connectAllocator(address);
   try {
     return await fn(clients);
   } catch (err) {
     if (err instanceof ClientError) {
       if (err.code === Status.UNAVAILABLE || err.code === Status.DEADLINE_EXCEEDED)
-        throw new CommandError(`${command}: cannot reach the allocator at ${address} (is \`smelter-fleet up\` running?): ${err.details}`);
+        throw new CommandError(
+          `${command}: cannot reach the allocator at ${address} (is \`smelter-fleet up\` running?): ${err.details}`,
+        );
       throw new CommandError(`${command}: ${Status[err.code]}: ${err.details}`);
     }
     throw err;
@@ -71,19 +77,28 @@ function describeAllocation(verb: string, a: allocationV1.Allocation): string {
 }
 
 export async function allocate(argv: string[], ctx: ClientContext): Promise<void> {
-  const { values } = parsing('allocate', () => parseArgs({ args: argv, strict: true, allowPositionals: false, options: {
-    ...allocatorOption,
-    fleet: { type: 'string' },
-    composition: { type: 'string' },
-    label: { type: 'string', multiple: true },
-    metadata: { type: 'string', multiple: true },
-    wait: { type: 'string' },
-    json: { type: 'boolean' },
-  } }));
+  const { values } = parsing('allocate', () =>
+    parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        ...allocatorOption,
+        fleet: { type: 'string' },
+        composition: { type: 'string' },
+        label: { type: 'string', multiple: true },
+        metadata: { type: 'string', multiple: true },
+        wait: { type: 'string' },
+        json: { type: 'boolean' },
+      },
+    }),
+  );
   if (!values.composition) throw new UsageError('allocate: --composition <id> is required');
-  if (!values.fleet && !values.label?.length) throw new UsageError('allocate: --fleet <name> (or --label k=v) is required');
+  if (!values.fleet && !values.label?.length)
+    throw new UsageError('allocate: --fleet <name> (or --label k=v) is required');
   const waitMs = values.wait === undefined ? 0 : parseDurationMs(values.wait);
-  if (waitMs === undefined) throw new UsageError(`allocate: --wait "${values.wait}": expected a duration like 500ms, 10s or 2m`);
+  if (waitMs === undefined)
+    throw new UsageError(`allocate: --wait "${values.wait}": expected a duration like 500ms, 10s or 2m`);
   const request = {
     fleet: values.fleet ?? '',
     compositionId: values.composition,
@@ -92,33 +107,64 @@ export async function allocate(argv: string[], ctx: ClientContext): Promise<void
     wait: { seconds: Math.floor(waitMs / 1000), nanos: (waitMs % 1000) * 1e6 },
   };
   const address = values.allocator ?? ctx.defaultAllocator;
-  const res = await withAllocator('allocate', address, (c) => c.allocation.allocate(request, { signal: deadline(waitMs) }));
+  const res = await withAllocator('allocate', address, (c) =>
+    c.allocation.allocate(request, { signal: deadline(waitMs) }),
+  );
   const a = res.allocation!;
   ctx.out(values.json ? JSON.stringify(allocationJson(a), null, 2) : describeAllocation('allocated', a));
 }
 
 export async function release(argv: string[], ctx: ClientContext): Promise<void> {
-  const { values } = parsing('release', () => parseArgs({ args: argv, strict: true, allowPositionals: false, options: { ...allocatorOption, composition: { type: 'string' }, json: { type: 'boolean' } } }));
+  const { values } = parsing('release', () =>
+    parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: { ...allocatorOption, composition: { type: 'string' }, json: { type: 'boolean' } },
+    }),
+  );
   if (!values.composition) throw new UsageError('release: --composition <id> is required');
   const address = values.allocator ?? ctx.defaultAllocator;
   const compositionId = values.composition;
-  const res = await withAllocator('release', address, (c) => c.allocation.release({ compositionId }, { signal: deadline() }));
+  const res = await withAllocator('release', address, (c) =>
+    c.allocation.release({ compositionId }, { signal: deadline() }),
+  );
   const a = res.allocation!;
-  ctx.out(values.json ? JSON.stringify(allocationJson(a), null, 2) : `released composition ${a.compositionId} (server ${a.serverName})`);
+  ctx.out(
+    values.json
+      ? JSON.stringify(allocationJson(a), null, 2)
+      : `released composition ${a.compositionId} (server ${a.serverName})`,
+  );
 }
 
 export async function get(argv: string[], ctx: ClientContext): Promise<void> {
-  const { values } = parsing('get', () => parseArgs({ args: argv, strict: true, allowPositionals: false, options: { ...allocatorOption, composition: { type: 'string' }, json: { type: 'boolean' } } }));
+  const { values } = parsing('get', () =>
+    parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: { ...allocatorOption, composition: { type: 'string' }, json: { type: 'boolean' } },
+    }),
+  );
   if (!values.composition) throw new UsageError('get: --composition <id> is required');
   const address = values.allocator ?? ctx.defaultAllocator;
   const compositionId = values.composition;
-  const res = await withAllocator('get', address, (c) => c.allocation.getAllocation({ compositionId }, { signal: deadline() }));
+  const res = await withAllocator('get', address, (c) =>
+    c.allocation.getAllocation({ compositionId }, { signal: deadline() }),
+  );
   const a = res.allocation!;
   ctx.out(values.json ? JSON.stringify(allocationJson(a), null, 2) : describeAllocation('composition', a));
 }
 
 export async function status(argv: string[], ctx: ClientContext): Promise<void> {
-  const { values } = parsing('status', () => parseArgs({ args: argv, strict: true, allowPositionals: false, options: { ...allocatorOption, fleet: { type: 'string' }, json: { type: 'boolean' } } }));
+  const { values } = parsing('status', () =>
+    parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: { ...allocatorOption, fleet: { type: 'string' }, json: { type: 'boolean' } },
+    }),
+  );
   const address = values.allocator ?? ctx.defaultAllocator;
   const view = await withAllocator('status', address, async (c) => {
     const [fleets, servers] = await Promise.all([

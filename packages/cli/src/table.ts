@@ -1,7 +1,11 @@
 /** Renders rows as an aligned plain-text table. */
 export function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd();
   return [line(header), ...rows.map(line)].join('\n');
 }
 
@@ -33,7 +37,9 @@ export function renderStatus(view: StatusView): string {
   for (const f of view.fleets) {
     const counts = STATE_ORDER.filter((s) => f.serversByState[s]).map((s) => `${s} ${f.serversByState[s]}`);
     const what = f.emulated ? 'Smelter EMULATOR (not Smelter)' : f.smelterCommand;
-    out.push(`fleet ${f.name}  region ${f.region}  desired ${f.replicas}  ${counts.join(', ') || 'no servers'}  [${what}]`);
+    out.push(
+      `fleet ${f.name}  region ${f.region}  desired ${f.replicas}  ${counts.join(', ') || 'no servers'}  [${what}]`,
+    );
   }
   const rows = view.servers.map((s) => [
     s.name,
@@ -47,6 +53,9 @@ export function renderStatus(view: StatusView): string {
     s.composition,
     s.reason,
   ]);
-  out.push('', table(['SERVER', 'FLEET', 'STATE', 'ADDRESS', 'API', 'WHIP/WHEP', 'RTMP', 'PID', 'COMPOSITION', 'REASON'], rows));
+  out.push(
+    '',
+    table(['SERVER', 'FLEET', 'STATE', 'ADDRESS', 'API', 'WHIP/WHEP', 'RTMP', 'PID', 'COMPOSITION', 'REASON'], rows),
+  );
   return out.join('\n');
 }

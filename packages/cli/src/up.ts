@@ -1,7 +1,14 @@
 import { readFile } from 'node:fs/promises';
 import { startAllocatorServer, type FleetRuntimeInfo } from '@smelter-fleet/allocator';
 import { FleetController } from '@smelter-fleet/controller';
-import { FleetSpecError, jsonLogger, parseFleetFile, type FleetSpec, type LogLevel, type Store } from '@smelter-fleet/core';
+import {
+  FleetSpecError,
+  jsonLogger,
+  parseFleetFile,
+  type FleetSpec,
+  type LogLevel,
+  type Store,
+} from '@smelter-fleet/core';
 import { MemoryStore } from '@smelter-fleet/memory-store';
 import { ProcessRuntime } from '@smelter-fleet/process-runtime';
 import { emulatorMainPath } from '@smelter-fleet/smelter-emulator';
@@ -25,12 +32,19 @@ export interface UpContext {
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 
 export async function up(argv: string[], ctx: UpContext): Promise<void> {
-  const { values } = parsing('up', () => parseArgs({ args: argv, strict: true, allowPositionals: false, options: {
-    file: { type: 'string', short: 'f' },
-    'allocator-port': { type: 'string' },
-    'allocator-host': { type: 'string' },
-    'log-level': { type: 'string' },
-  } }));
+  const { values } = parsing('up', () =>
+    parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        file: { type: 'string', short: 'f' },
+        'allocator-port': { type: 'string' },
+        'allocator-host': { type: 'string' },
+        'log-level': { type: 'string' },
+      },
+    }),
+  );
   const logLevel = (values['log-level'] ?? 'warn') as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) throw new UsageError(`up: --log-level must be one of ${LOG_LEVELS.join(', ')}`);
   const allocatorAddress = `${values['allocator-host'] ?? '127.0.0.1'}:${port('allocator-port', values['allocator-port'], 50051)}`;
@@ -47,9 +61,11 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
 
   const store = new MemoryStore();
   for (const f of fleets) await store.putFleet(f);
-  const allocator = await startAllocatorServer({ store, address: allocatorAddress, fleetInfo, logger }).catch((err: Error) => {
-    throw new CommandError(`up: cannot listen on ${allocatorAddress}: ${err.message}`);
-  });
+  const allocator = await startAllocatorServer({ store, address: allocatorAddress, fleetInfo, logger }).catch(
+    (err: Error) => {
+      throw new CommandError(`up: cannot listen on ${allocatorAddress}: ${err.message}`);
+    },
+  );
   const runtime = new ProcessRuntime({ defaultCommand, logger });
   const controller = new FleetController({ store, runtime, logger });
   const stop = new AbortController();
@@ -64,7 +80,9 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
         : `fleet ${f.name}: running ${info.smelterCommand}`,
     );
   }
-  ctx.out(`try: smelter-fleet allocate --allocator ${allocator.address} --fleet ${fleets[0]!.name} --composition demo\n`);
+  ctx.out(
+    `try: smelter-fleet allocate --allocator ${allocator.address} --fleet ${fleets[0]!.name} --composition demo\n`,
+  );
 
   const running = controller.run(stop.signal);
   const printing = printStatus(store, fleetInfo, ctx, stop.signal);
@@ -134,7 +152,14 @@ async function printStatus(
       drawnLines = text.split('\n').length;
     } else {
       const summary = view.fleets
-        .map((f) => `${f.name}: ${Object.entries(f.serversByState).map(([s, n]) => `${s} ${n}`).join(', ') || 'no servers'}`)
+        .map(
+          (f) =>
+            `${f.name}: ${
+              Object.entries(f.serversByState)
+                .map(([s, n]) => `${s} ${n}`)
+                .join(', ') || 'no servers'
+            }`,
+        )
         .join('; ');
       if (summary === last) return;
       last = summary;

@@ -1,40 +1,14 @@
 import { afterEach, beforeEach, describe, expect, it, jest } from '@jest/globals';
-import type { FleetSpec, LogFields, Logger, ServerRecord, Store } from '@smelter-fleet/core';
+import type { FleetSpec, LogFields, Logger, ServerRecord } from '@smelter-fleet/core';
 import { MemoryStore } from '@smelter-fleet/memory-store';
 import { ProcessRuntime } from '@smelter-fleet/process-runtime';
 import { emulatorMainPath } from '@smelter-fleet/smelter-emulator';
-import { fleetSpec } from '@smelter-fleet/testing';
+import { alive, fleetSpec, untilServers as until } from '@smelter-fleet/testing';
 import { FleetController } from './controller.js';
 
 jest.setTimeout(30_000);
 
-/** Resolves with the fleet's servers once `ready` holds, re-checked on every store change. */
-async function until(store: Store, ready: (servers: ServerRecord[]) => boolean): Promise<ServerRecord[]> {
-  const ac = new AbortController();
-  const changes = store.watch(ac.signal);
-  try {
-    let servers = await store.listServers();
-    if (ready(servers)) return servers;
-    for await (const _ of changes) {
-      servers = await store.listServers();
-      if (ready(servers)) return servers;
-    }
-    throw new Error('store closed');
-  } finally {
-    ac.abort();
-  }
-}
-
 const inState = (servers: ServerRecord[], state: string) => servers.filter((s) => s.state === state);
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 function recordingLogger(): Logger & { entries: { level: string; msg: string; fields: LogFields }[] } {
   const entries: { level: string; msg: string; fields: LogFields }[] = [];
   const logger = {
@@ -103,7 +77,11 @@ describe('FleetController with emulator processes', () => {
     const registered = await smelter(server, '/api/output/out1/register', {
       type: 'mp4',
       path: '/tmp/out.mp4',
-      video: { resolution: { width: 640, height: 360 }, encoder: { type: 'ffmpeg_h264' }, initial: { root: { type: 'view' } } },
+      video: {
+        resolution: { width: 640, height: 360 },
+        encoder: { type: 'ffmpeg_h264' },
+        initial: { root: { type: 'view' } },
+      },
     });
     expect(registered.status).toBe(200);
     await store.release('c1');
@@ -115,7 +93,10 @@ describe('FleetController with emulator processes', () => {
   });
 
   it('replaces a released server when the fleet says Replace', async () => {
-    const [first] = await startFleet({ replicas: 1, drain: { onRelease: 'Replace', flushTimeMs: 0, maxDrainTimeMs: 60_000 } });
+    const [first] = await startFleet({
+      replicas: 1,
+      drain: { onRelease: 'Replace', flushTimeMs: 0, maxDrainTimeMs: 60_000 },
+    });
     await store.allocate({ fleet: 'f', compositionId: 'c1', matchLabels: {}, metadata: {} });
     await store.release('c1');
     const [next] = await until(store, (s) => inState(s, 'Ready').length === 1 && s[0]?.name !== first!.name);
@@ -132,12 +113,19 @@ describe('FleetController with emulator processes', () => {
     expect(after).toHaveLength(2);
     expect(await store.getAllocation('c1')).toBeUndefined();
     expect(logger.entries).toContainEqual(
-      expect.objectContaining({ level: 'warn', msg: 'server process ended unexpectedly', fields: expect.objectContaining({ how: 'killed by SIGKILL' }) }),
+      expect.objectContaining({
+        level: 'warn',
+        msg: 'server process ended unexpectedly',
+        fields: expect.objectContaining({ how: 'killed by SIGKILL' }),
+      }),
     );
   });
 
   it('marks a hung server Unhealthy after the failure threshold and replaces it', async () => {
-    const [hung] = await startFleet({ replicas: 1, health: { startupTimeoutMs: 10_000, periodMs: 100, failureThreshold: 2 } });
+    const [hung] = await startFleet({
+      replicas: 1,
+      health: { startupTimeoutMs: 10_000, periodMs: 100, failureThreshold: 2 },
+    });
     expect((await smelter(hung!, '/_emulator/hang', {})).status).toBe(200);
     const unhealthy = await until(store, (s) => s.some((x) => x.name === hung!.name && x.state === 'Unhealthy'));
     expect(unhealthy.find((x) => x.name === hung!.name)?.reason).toBe('2 failed health checks');
@@ -166,7 +154,11 @@ describe('FleetController with emulator processes', () => {
     await store.updateServer(a.serverName, { event: 'Drain' });
     await until(store, (s) => !s.some((x) => x.name === a.serverName));
     expect(logger.entries).toContainEqual(
-      expect.objectContaining({ level: 'warn', msg: 'max drain time exceeded; stopping server', fields: expect.objectContaining({ server: a.serverName }) }),
+      expect.objectContaining({
+        level: 'warn',
+        msg: 'max drain time exceeded; stopping server',
+        fields: expect.objectContaining({ server: a.serverName }),
+      }),
     );
   });
 });

@@ -160,7 +160,10 @@ export class FleetController {
         }
       } else if (s.state === 'Starting') {
         if (now - s.createdAt > startupTimeoutMs)
-          return this.update(s, { event: 'HealthFailed', reason: `not healthy within ${startupTimeoutMs} ms of launch` });
+          return this.update(s, {
+            event: 'HealthFailed',
+            reason: `not healthy within ${startupTimeoutMs} ms of launch`,
+          });
       } else if (++h.failures >= failureThreshold) {
         this.logger.warn('server unhealthy', { server: s.name, failures: h.failures });
         return this.update(s, { event: 'HealthFailed', reason: `${h.failures} failed health checks` });
@@ -204,7 +207,12 @@ export class FleetController {
     this.launching.set(fleet.name, (this.launching.get(fleet.name) ?? 0) + 1);
     this.track(name, async () => {
       try {
-        const launched = await this.runtime.start({ name, fleet: fleet.name, command: fleet.template.command, env: fleet.template.env });
+        const launched = await this.runtime.start({
+          name,
+          fleet: fleet.name,
+          command: fleet.template.command,
+          env: fleet.template.env,
+        });
         await this.store.addServer({
           name,
           fleet: fleet.name,
@@ -216,7 +224,8 @@ export class FleetController {
           ...(launched.pid !== undefined && { pid: launched.pid }),
         });
         this.logger.info('server launched', { server: name, fleet: fleet.name, pid: launched.pid });
-        if (this.exitedEarly.delete(name)) await this.store.updateServer(name, { event: 'Failed', reason: 'exited during launch' });
+        if (this.exitedEarly.delete(name))
+          await this.store.updateServer(name, { event: 'Failed', reason: 'exited during launch' });
       } catch (err) {
         this.logger.error('launch failed', { server: name, fleet: fleet.name, error: String(err) });
         await this.runtime.stop(name, { graceMs: 0 });
@@ -249,10 +258,14 @@ export class FleetController {
     const last = exit.lastOutput.at(-1);
     this.logger.warn('server process ended unexpectedly', { server: exit.name, how, lastOutput: last });
     try {
-      await this.store.updateServer(exit.name, { event: 'Failed', reason: last ? `${how}: ${last.slice(0, 200)}` : how });
+      await this.store.updateServer(exit.name, {
+        event: 'Failed',
+        reason: last ? `${how}: ${last.slice(0, 200)}` : how,
+      });
     } catch (err) {
       if (isFleetError(err, 'NOT_FOUND')) this.exitedEarly.add(exit.name);
-      else if (!isFleetError(err, 'FAILED_PRECONDITION')) this.logger.error('cannot record exit', { server: exit.name, error: String(err) });
+      else if (!isFleetError(err, 'FAILED_PRECONDITION'))
+        this.logger.error('cannot record exit', { server: exit.name, error: String(err) });
     }
     this.wake();
   }
@@ -310,7 +323,9 @@ export class FleetController {
     const servers = await this.store.listServers();
     const allocated = servers.filter((s) => s.state === 'Allocated');
     if (allocated.length > 0)
-      this.logger.warn('fleet stopping with live compositions', { compositions: allocated.map((s) => s.compositionId) });
+      this.logger.warn('fleet stopping with live compositions', {
+        compositions: allocated.map((s) => s.compositionId),
+      });
     await this.runtime.close();
     for (const s of servers) {
       if (s.state === 'Allocated' && s.compositionId) await this.store.release(s.compositionId).catch(() => undefined);

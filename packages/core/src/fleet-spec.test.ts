@@ -56,7 +56,12 @@ describe('parseFleetFile', () => {
     ['flushTime: 250ms', 'flushTime: soon', 'spec.drain.flushTime', /duration/],
     ['kind: SmelterFleet', 'kind: Fleet', 'kind', /must be SmelterFleet/],
     ['name: local', 'name: Local_Fleet', 'metadata.name', /DNS label/],
-    ['SMELTER_OUTPUT_FRAMERATE: "25"', 'SMELTER_OUTPUT_FRAMERATE: 25', 'spec.template.spec.env.SMELTER_OUTPUT_FRAMERATE', /quote numbers/],
+    [
+      'SMELTER_OUTPUT_FRAMERATE: "25"',
+      'SMELTER_OUTPUT_FRAMERATE: 25',
+      'spec.template.spec.env.SMELTER_OUTPUT_FRAMERATE',
+      /quote numbers/,
+    ],
     ['  replicas: 2', '  replicas: 2\n  replica: 3', 'spec.replica', /unknown field/],
   ])('rejects %s -> %s', (from, to, path, why) => {
     const e = error(good.replace(from, to));
@@ -71,10 +76,9 @@ describe('parseFleetFile', () => {
   });
 
   it('reads several fleets and refuses a duplicate name', () => {
-    expect(parseFleetFile(`${good}---\n${good.replace('name: local', 'name: other')}`, 'f.yaml').map((f) => f.name)).toEqual([
-      'local',
-      'other',
-    ]);
+    expect(
+      parseFleetFile(`${good}---\n${good.replace('name: local', 'name: other')}`, 'f.yaml').map((f) => f.name),
+    ).toEqual(['local', 'other']);
     expect(error(`${good}---\n${good}`).why).toMatch(/declared twice/);
   });
 

@@ -117,7 +117,8 @@ function stringMap(v: unknown, path: Path, keyPattern?: RegExp): Record<string, 
   const out: Record<string, string> = {};
   for (const [k, val] of Object.entries(v)) {
     if (keyPattern && !keyPattern.test(k)) throw new Invalid([...path, k], 'is not a valid key');
-    if (typeof val !== 'string') throw new Invalid([...path, k], `must be a string (got ${show(val)}); quote numbers and booleans`);
+    if (typeof val !== 'string')
+      throw new Invalid([...path, k], `must be a string (got ${show(val)}); quote numbers and booleans`);
     out[k] = val;
   }
   return out;
@@ -129,11 +130,16 @@ const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** Validates one fleet document (already parsed to plain data) and fills defaults. */
 export function fleetSpecFromObject(doc: unknown): FleetSpec {
   const top = object(doc, [], ['apiVersion', 'kind', 'metadata', 'spec']);
-  if (top.apiVersion !== FLEET_API_VERSION) throw new Invalid(['apiVersion'], `must be ${FLEET_API_VERSION} (got ${show(top.apiVersion)})`);
+  if (top.apiVersion !== FLEET_API_VERSION)
+    throw new Invalid(['apiVersion'], `must be ${FLEET_API_VERSION} (got ${show(top.apiVersion)})`);
   if (top.kind !== FLEET_KIND) throw new Invalid(['kind'], `must be ${FLEET_KIND} (got ${show(top.kind)})`);
   const metadata = object(top.metadata, ['metadata'], ['name', 'labels']);
   const name = str(metadata.name, ['metadata', 'name']);
-  if (!NAME.test(name)) throw new Invalid(['metadata', 'name'], `"${name}" must be a lowercase DNS label (a-z, 0-9, '-', at most 63 characters)`);
+  if (!NAME.test(name))
+    throw new Invalid(
+      ['metadata', 'name'],
+      `"${name}" must be a lowercase DNS label (a-z, 0-9, '-', at most 63 characters)`,
+    );
   const spec = object(top.spec, ['spec'], ['replicas', 'region', 'scheduling', 'template', 'drain', 'health']);
   const template = object(spec.template, ['spec', 'template'], ['metadata', 'spec']);
   const tmeta = object(template.metadata, ['spec', 'template', 'metadata'], ['labels']);
@@ -171,7 +177,9 @@ export function fleetSpecFromObject(doc: unknown): FleetSpec {
 function position(doc: Document, lines: LineCounter, path: Path): { line?: number; column?: number } {
   // Point at the deepest node of the path that exists in the document.
   for (let n = path.length; n >= 0; n--) {
-    const node = (n === 0 ? doc.contents : doc.getIn(path.slice(0, n), true)) as { range?: [number, number, number] } | null;
+    const node = (n === 0 ? doc.contents : doc.getIn(path.slice(0, n), true)) as {
+      range?: [number, number, number];
+    } | null;
     const offset = node?.range?.[0];
     if (offset !== undefined) {
       const { line, col } = lines.linePos(offset);

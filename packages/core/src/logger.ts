@@ -32,10 +32,12 @@ export function jsonLogger(options: JsonLoggerOptions = {}): Logger {
   const min = LEVELS[options.level ?? 'info'];
   const write = options.write ?? ((line: string) => process.stderr.write(line + '\n'));
   const base = options.fields ?? {};
-  const log = (level: LogLevel) => (msg: string, fields: LogFields = {}) => {
-    if (LEVELS[level] < min) return;
-    write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...redact(base), ...redact(fields) }));
-  };
+  const log =
+    (level: LogLevel) =>
+    (msg: string, fields: LogFields = {}) => {
+      if (LEVELS[level] < min) return;
+      write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...redact(base), ...redact(fields) }));
+    };
   return {
     debug: log('debug'),
     info: log('info'),

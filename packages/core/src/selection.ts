@@ -31,7 +31,10 @@ export function selectServer<S extends Pick<ServerRecord, 'name' | 'node' | 'cre
       continue;
     }
     const byLoad = sign * (load - bestLoad);
-    if (byLoad < 0 || (byLoad === 0 && (c.createdAt < best.createdAt || (c.createdAt === best.createdAt && c.name < best.name)))) {
+    if (
+      byLoad < 0 ||
+      (byLoad === 0 && (c.createdAt < best.createdAt || (c.createdAt === best.createdAt && c.name < best.name)))
+    ) {
       best = c;
       bestLoad = load;
     }

@@ -3,16 +3,25 @@ import { SERVER_EVENTS, SERVER_STATES, transition, type ServerEvent, type Server
 
 // The expected table, written independently of the implementation: row = from, column = event.
 // '-' = refused.
-const COLUMNS: ServerEvent[] = ['Healthy', 'Allocate', 'Release', 'Drain', 'Recycle', 'Shutdown', 'HealthFailed', 'Failed'];
+const COLUMNS: ServerEvent[] = [
+  'Healthy',
+  'Allocate',
+  'Release',
+  'Drain',
+  'Recycle',
+  'Shutdown',
+  'HealthFailed',
+  'Failed',
+];
 const EXPECTED: Record<ServerState, (ServerState | '-')[]> = {
   //          Healthy      Allocate     Release     Drain       Recycle  Shutdown    HealthFailed Failed
-  Starting: ['Ready',     '-',         '-',        '-',        '-',     'Shutdown', 'Unhealthy', 'Error'],
-  Ready: ['Ready',        'Allocated', '-',        'Draining', '-',     'Shutdown', 'Unhealthy', 'Error'],
-  Allocated: ['Allocated', '-',        'Draining', 'Draining', '-',     '-',        'Unhealthy', 'Error'],
-  Draining: ['Draining',  '-',         'Draining', 'Draining', 'Ready', 'Shutdown', 'Unhealthy', 'Error'],
-  Shutdown: ['-',         '-',         '-',        '-',        '-',     'Shutdown', '-',         '-'],
-  Unhealthy: ['-',        '-',         '-',        '-',        '-',     'Shutdown', 'Unhealthy', 'Error'],
-  Error: ['-',            '-',         '-',        '-',        '-',     'Shutdown', '-',         'Error'],
+  Starting: ['Ready', '-', '-', '-', '-', 'Shutdown', 'Unhealthy', 'Error'],
+  Ready: ['Ready', 'Allocated', '-', 'Draining', '-', 'Shutdown', 'Unhealthy', 'Error'],
+  Allocated: ['Allocated', '-', 'Draining', 'Draining', '-', '-', 'Unhealthy', 'Error'],
+  Draining: ['Draining', '-', 'Draining', 'Draining', 'Ready', 'Shutdown', 'Unhealthy', 'Error'],
+  Shutdown: ['-', '-', '-', '-', '-', 'Shutdown', '-', '-'],
+  Unhealthy: ['-', '-', '-', '-', '-', 'Shutdown', 'Unhealthy', 'Error'],
+  Error: ['-', '-', '-', '-', '-', 'Shutdown', '-', 'Error'],
 };
 
 describe('transition table', () => {
@@ -21,9 +30,7 @@ describe('transition table', () => {
     expect(Object.keys(EXPECTED).sort()).toEqual([...SERVER_STATES].sort());
   });
 
-  const cases = SERVER_STATES.flatMap((from) =>
-    COLUMNS.map((event, i) => [from, event, EXPECTED[from][i]] as const),
-  );
+  const cases = SERVER_STATES.flatMap((from) => COLUMNS.map((event, i) => [from, event, EXPECTED[from][i]] as const));
   it.each(cases)('%s + %s -> %s', (from, event, want) => {
     const got = transition(from, event);
     if (want === '-') {

@@ -38,7 +38,13 @@ const TABLE: Record<ServerState, Row> = {
     HealthFailed: 'Unhealthy',
     Failed: 'Error',
   },
-  Allocated: { Healthy: 'Allocated', Release: 'Draining', Drain: 'Draining', HealthFailed: 'Unhealthy', Failed: 'Error' },
+  Allocated: {
+    Healthy: 'Allocated',
+    Release: 'Draining',
+    Drain: 'Draining',
+    HealthFailed: 'Unhealthy',
+    Failed: 'Error',
+  },
   Draining: {
     Healthy: 'Draining',
     Release: 'Draining',

@@ -38,10 +38,13 @@ export function checkAllocationRequest(req: AllocationRequest, waitMs = 0): void
   if (req.fleet !== '') checkName('fleet', req.fleet);
   checkLabels('match_labels', req.matchLabels);
   const entries = Object.entries(req.metadata);
-  if (entries.length > MAX_METADATA_ENTRIES) throw invalidArgument('metadata', `at most ${MAX_METADATA_ENTRIES} entries`);
+  if (entries.length > MAX_METADATA_ENTRIES)
+    throw invalidArgument('metadata', `at most ${MAX_METADATA_ENTRIES} entries`);
   for (const [key, value] of entries) {
-    if (key === '' || key.length > 128) throw invalidArgument('metadata', `key "${key.slice(0, 32)}" must be 1-128 characters`);
-    if (value.length > MAX_METADATA_VALUE) throw invalidArgument(`metadata.${key}`, `at most ${MAX_METADATA_VALUE} characters`);
+    if (key === '' || key.length > 128)
+      throw invalidArgument('metadata', `key "${key.slice(0, 32)}" must be 1-128 characters`);
+    if (value.length > MAX_METADATA_VALUE)
+      throw invalidArgument(`metadata.${key}`, `at most ${MAX_METADATA_VALUE} characters`);
   }
   if (!Number.isFinite(waitMs) || waitMs < 0) throw invalidArgument('wait', 'must not be negative');
   if (waitMs > MAX_ALLOCATE_WAIT_MS) throw invalidArgument('wait', `must be at most ${MAX_ALLOCATE_WAIT_MS / 1000}s`);

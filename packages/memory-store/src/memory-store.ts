@@ -66,7 +66,13 @@ export class MemoryStore implements Store {
   async addServer(server: NewServer): Promise<ServerRecord> {
     if (this.servers.has(server.name)) throw new FleetError('ALREADY_EXISTS', `server "${server.name}" already exists`);
     const now = this.clock.now();
-    const record: ServerRecord = { ...structuredClone(server), state: 'Starting', createdAt: now, stateChangedAt: now, version: 1 };
+    const record: ServerRecord = {
+      ...structuredClone(server),
+      state: 'Starting',
+      createdAt: now,
+      stateChangedAt: now,
+      version: 1,
+    };
     this.put(record);
     return this.emitServer(record);
   }
@@ -86,7 +92,10 @@ export class MemoryStore implements Store {
     const server = this.servers.get(name);
     if (!server) throw new FleetError('NOT_FOUND', `server "${name}" not found`);
     if (update.expectedVersion !== undefined && update.expectedVersion !== server.version)
-      throw new FleetError('ABORTED', `server "${name}" changed (version ${server.version}, expected ${update.expectedVersion})`);
+      throw new FleetError(
+        'ABORTED',
+        `server "${name}" changed (version ${server.version}, expected ${update.expectedVersion})`,
+      );
     if (update.event === 'Allocate')
       throw new FleetError('FAILED_PRECONDITION', 'servers are allocated through allocate(), not updateServer()');
     const next: ServerRecord = { ...server };
@@ -139,7 +148,8 @@ export class MemoryStore implements Store {
     const allocatedPerNode = new Map<string, number>();
     for (const f of fleets) {
       for (const s of this.readyByFleet.get(f) ?? []) if (matchesLabels(s, request.matchLabels)) candidates.push(s);
-      for (const [node, n] of this.allocatedByFleetNode.get(f) ?? []) allocatedPerNode.set(node, (allocatedPerNode.get(node) ?? 0) + n);
+      for (const [node, n] of this.allocatedByFleetNode.get(f) ?? [])
+        allocatedPerNode.set(node, (allocatedPerNode.get(node) ?? 0) + n);
     }
     const chosen = selectServer(candidates, allocatedPerNode, fleet?.scheduling ?? 'Packed');
     if (!chosen)
@@ -198,7 +208,8 @@ export class MemoryStore implements Store {
 
   async listAllocations(filter: { fleet?: string } = {}): Promise<Allocation[]> {
     const out: Allocation[] = [];
-    for (const a of this.allocations.values()) if (!filter.fleet || a.fleet === filter.fleet) out.push(structuredClone(a));
+    for (const a of this.allocations.values())
+      if (!filter.fleet || a.fleet === filter.fleet) out.push(structuredClone(a));
     return out;
   }
 

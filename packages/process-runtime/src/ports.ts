@@ -8,7 +8,9 @@ export function freePort(host: string): Promise<number> {
     server.once('error', reject);
     server.listen({ port: 0, host, exclusive: true }, () => {
       const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+      );
     });
   });
 }

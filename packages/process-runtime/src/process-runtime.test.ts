@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from '@jest/globals';
 import type { ServerExit } from '@smelter-fleet/core';
+import { alive } from '@smelter-fleet/testing';
 import { ProcessRuntime } from './process-runtime.js';
 
 // A stand-in server: prints its Smelter env, exits on SIGINT (code 0), ignores SIGTERM.
@@ -12,15 +13,6 @@ setInterval(() => {}, 1000);
 `;
 // Ignores SIGINT too: only SIGKILL stops it.
 const STUBBORN = `process.on('SIGINT', () => console.log('no')); console.log('up'); setInterval(() => {}, 1000);`;
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 function runtimeWithOutput() {
   const lines = new Map<string, string[]>();
@@ -36,7 +28,11 @@ function runtimeWithOutput() {
     warn: () => {},
     error: () => {},
     child(fields: Record<string, unknown>) {
-      return { ...this, debug: (m: string, f?: Record<string, unknown>) => this.debug(m, { ...fields, ...f }), child: this.child };
+      return {
+        ...this,
+        debug: (m: string, f?: Record<string, unknown>) => this.debug(m, { ...fields, ...f }),
+        child: this.child,
+      };
     },
   };
   const runtime = new ProcessRuntime({ defaultCommand: [process.execPath, '-e', SERVER], logger, stopGraceMs: 300 });
@@ -63,10 +59,21 @@ describe('ProcessRuntime', () => {
     expect(new Set(all).size).toBe(12);
     for (const l of launched) {
       const env = JSON.parse(await t.firstLine(l.name));
-      expect(env).toEqual({ api: String(l.ports.api), whip: String(l.ports.whip_whep), rtmp: String(l.ports.rtmp), id: l.name, extra: l.name });
+      expect(env).toEqual({
+        api: String(l.ports.api),
+        whip: String(l.ports.whip_whep),
+        rtmp: String(l.ports.rtmp),
+        id: l.name,
+        extra: l.name,
+      });
       expect(alive(l.pid!)).toBe(true);
     }
-    expect(runtime.list().map((l) => l.name).sort()).toEqual(['a', 'b', 'c', 'd']);
+    expect(
+      runtime
+        .list()
+        .map((l) => l.name)
+        .sort(),
+    ).toEqual(['a', 'b', 'c', 'd']);
   });
 
   it('stops with SIGINT and reports an expected exit', async () => {
@@ -97,20 +104,31 @@ describe('ProcessRuntime', () => {
     const t = runtimeWithOutput();
     runtime = t.runtime;
     const exited = new Promise<ServerExit>((resolve) => runtime.onExit(resolve));
-    await runtime.start({ name: 'a', fleet: 'f', command: [process.execPath, '-e', 'console.log("panicked at main"); process.exit(101)'], env: {} });
-    expect(await exited).toEqual(expect.objectContaining({ name: 'a', code: 101, expected: false, lastOutput: ['panicked at main'] }));
+    await runtime.start({
+      name: 'a',
+      fleet: 'f',
+      command: [process.execPath, '-e', 'console.log("panicked at main"); process.exit(101)'],
+      env: {},
+    });
+    expect(await exited).toEqual(
+      expect.objectContaining({ name: 'a', code: 101, expected: false, lastOutput: ['panicked at main'] }),
+    );
   });
 
   it('refuses a command that cannot start', async () => {
     runtime = new ProcessRuntime({ defaultCommand: ['/nonexistent/smelter'] });
-    await expect(runtime.start({ name: 'a', fleet: 'f', command: [], env: {} })).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
+    await expect(runtime.start({ name: 'a', fleet: 'f', command: [], env: {} })).rejects.toMatchObject({
+      code: 'FAILED_PRECONDITION',
+    });
     expect(runtime.list()).toEqual([]);
   });
 
   it('close stops every server', async () => {
     const t = runtimeWithOutput();
     runtime = t.runtime;
-    const launched = await Promise.all(['a', 'b'].map((name) => runtime.start({ name, fleet: 'f', command: [], env: {} })));
+    const launched = await Promise.all(
+      ['a', 'b'].map((name) => runtime.start({ name, fleet: 'f', command: [], env: {} })),
+    );
     await Promise.all(launched.map((l) => t.firstLine(l.name)));
     await runtime.close();
     for (const l of launched) expect(alive(l.pid!)).toBe(false);

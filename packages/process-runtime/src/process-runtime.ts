@@ -51,7 +51,8 @@ export class ProcessRuntime implements Runtime {
 
   async start(launch: ServerLaunch, signal?: AbortSignal): Promise<LaunchedServer> {
     signal?.throwIfAborted();
-    if (this.running.has(launch.name)) throw new FleetError('ALREADY_EXISTS', `server "${launch.name}" is already running`);
+    if (this.running.has(launch.name))
+      throw new FleetError('ALREADY_EXISTS', `server "${launch.name}" is already running`);
     const [command, ...args] = launch.command.length > 0 ? launch.command : this.options.defaultCommand;
     if (!command) throw new FleetError('INVALID_ARGUMENT', 'no Smelter command configured');
     const [api, whipWhep, rtmp] = (await this.ports.take(3)) as [number, number, number];
@@ -93,8 +94,18 @@ export class ProcessRuntime implements Runtime {
     child.once('exit', (code, sig) => {
       this.running.delete(launch.name);
       this.ports.give(Object.values(ports));
-      const exit: ServerExit = { name: launch.name, code, signal: sig, expected: entry.stopping, lastOutput: [...entry.lastLines] };
-      (exit.expected ? log.debug : log.warn)('server exited', { code, signal: sig, lastOutput: entry.lastLines.at(-1) });
+      const exit: ServerExit = {
+        name: launch.name,
+        code,
+        signal: sig,
+        expected: entry.stopping,
+        lastOutput: [...entry.lastLines],
+      };
+      (exit.expected ? log.debug : log.warn)('server exited', {
+        code,
+        signal: sig,
+        lastOutput: entry.lastLines.at(-1),
+      });
       for (const l of this.listeners) l(exit);
     });
     this.running.set(launch.name, entry);
@@ -103,7 +114,9 @@ export class ProcessRuntime implements Runtime {
     } catch (err) {
       this.running.delete(launch.name);
       this.ports.give(Object.values(ports));
-      throw new FleetError('FAILED_PRECONDITION', `cannot start "${command}": ${(err as Error).message}`, { cause: err });
+      throw new FleetError('FAILED_PRECONDITION', `cannot start "${command}": ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     log.debug('server started', { pid: child.pid, ports });
     return { ...entry.launched, ports: { ...ports } };

@@ -64,7 +64,11 @@ async function readyServer(store: Store, name: string, fleet: string, overrides:
   return store.updateServer(name, { event: 'Healthy' });
 }
 
-const req = (compositionId: string, fleet = 'f', extra: Partial<{ matchLabels: Record<string, string>; metadata: Record<string, string> }> = {}) => ({
+const req = (
+  compositionId: string,
+  fleet = 'f',
+  extra: Partial<{ matchLabels: Record<string, string>; metadata: Record<string, string> }> = {},
+) => ({
   fleet,
   compositionId,
   matchLabels: extra.matchLabels ?? {},
@@ -123,7 +127,13 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
     it('allocates a Ready server once, idempotently', async () => {
       await readyServer(store, 's1', 'f');
       const a = await store.allocate(req('c1', 'f', { metadata: { owner: 'me' } }));
-      expect(a).toMatchObject({ compositionId: 'c1', serverName: 's1', fleet: 'f', address: '127.0.0.1', metadata: { owner: 'me' } });
+      expect(a).toMatchObject({
+        compositionId: 'c1',
+        serverName: 's1',
+        fleet: 'f',
+        address: '127.0.0.1',
+        metadata: { owner: 'me' },
+      });
       expect(a.ports).toEqual({ api: 1, whip_whep: 2, rtmp: 3 });
       expect(a.token.length).toBeGreaterThanOrEqual(32);
       expect(await store.allocate(req('c1'))).toEqual(a);
@@ -224,8 +234,21 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       const [e1, e2] = await Promise.all([w1, w2]);
       ac.abort();
       const summary = (events: StoreEvent[]) =>
-        events.map((e) => (e.type === 'server' ? `server:${e.server.state}` : e.type === 'allocation' ? `allocation:${e.released}` : e.type));
-      expect(summary(e1)).toEqual(['server:Starting', 'server:Ready', 'server:Allocated', 'allocation:false', 'server:Draining', 'allocation:true']);
+        events.map((e) =>
+          e.type === 'server'
+            ? `server:${e.server.state}`
+            : e.type === 'allocation'
+              ? `allocation:${e.released}`
+              : e.type,
+        );
+      expect(summary(e1)).toEqual([
+        'server:Starting',
+        'server:Ready',
+        'server:Allocated',
+        'allocation:false',
+        'server:Draining',
+        'allocation:true',
+      ]);
       expect(summary(e2)).toEqual(summary(e1));
     });
 
