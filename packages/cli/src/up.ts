@@ -67,6 +67,9 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
     },
   );
   const runtime = new ProcessRuntime({ defaultCommand, logger });
+  // However this process ends (a second Ctrl-C, a crash), no server outlives it.
+  const killAll = () => runtime.killAll();
+  process.once('exit', killAll);
   const controller = new FleetController({ store, runtime, logger });
   const stop = new AbortController();
 
@@ -93,6 +96,7 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
   await printing;
   await allocator.close({ force: true });
   await store.close();
+  process.off('exit', killAll);
   ctx.out('stopped: every server process has exited');
 }
 

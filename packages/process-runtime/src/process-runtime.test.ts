@@ -100,6 +100,28 @@ describe('ProcessRuntime', () => {
     expect(exits).toEqual([expect.objectContaining({ name: 'a', signal: 'SIGKILL', expected: true })]);
   });
 
+  it('killAll SIGKILLs every server at once, synchronously', async () => {
+    const t = runtimeWithOutput();
+    runtime = t.runtime;
+    const exits: ServerExit[] = [];
+    const allGone = new Promise<void>((resolve) =>
+      runtime.onExit((e) => {
+        exits.push(e);
+        if (exits.length === 2) resolve();
+      }),
+    );
+    for (const name of ['a', 'b']) {
+      await runtime.start({ name, fleet: 'f', command: [process.execPath, '-e', STUBBORN], env: {} });
+      await t.firstLine(name);
+    }
+    runtime.killAll();
+    await allGone;
+    expect(exits.map((e) => [e.name, e.signal, e.expected]).sort()).toEqual([
+      ['a', 'SIGKILL', true],
+      ['b', 'SIGKILL', true],
+    ]);
+  });
+
   it('reports an unexpected exit with its code and last output', async () => {
     const t = runtimeWithOutput();
     runtime = t.runtime;

@@ -155,6 +155,14 @@ export class ProcessRuntime implements Runtime {
     await Promise.all([...this.running.keys()].map((name) => this.stop(name)));
   }
 
+  /** SIGKILLs every server at once, synchronously: for a process that is exiting now (no orphan left). */
+  killAll(): void {
+    for (const entry of this.running.values()) {
+      entry.stopping = true;
+      this.signal(entry, 'SIGKILL');
+    }
+  }
+
   private signal(entry: Running, sig: NodeJS.Signals): void {
     const pid = entry.child.pid;
     if (pid === undefined) return;
