@@ -180,7 +180,7 @@ describe('server reflection', () => {
       ServerReflectionRequest: new () => { setListServices(v: string): unknown };
     };
     const Client = grpc.makeGenericClientConstructor(ServerReflectionService, 'ServerReflection');
-    const client = new Client(server.address, grpc.credentials.createInsecure()) as grpc.Client & {
+    const client = new Client(server.address, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
       serverReflectionInfo(): grpc.ClientDuplexStream<unknown, ReflectionResponse>;
     };
     try {

@@ -60,7 +60,7 @@ const { stdout } = await promisify(execFile)(
 );
 recycling.abort();
 await server.close({ force: true });
-const result = JSON.parse(stdout) as { noop: Summary; allocations: Summary; paced: Summary };
+const result = JSON.parse(stdout) as { noop: Summary; allocations: Summary; noopPaced: Summary; paced: Summary };
 
 const row = (name: string, s: Summary) =>
   `${name.padEnd(34)} ${s.perSecond.toFixed(0).padStart(8)}/s  p50 ${s.p50Ms.toFixed(2).padStart(6)} ms  p99 ${s.p99Ms.toFixed(2).padStart(6)} ms  errors ${s.errors}`;
@@ -69,6 +69,7 @@ console.log(
 );
 console.log(row('no-op unary gRPC (ceiling)', result.noop));
 console.log(row('Allocate, closed loop', result.allocations));
+console.log(row(`no-op, open loop at ${RATE}/s`, result.noopPaced));
 console.log(row(`Allocate, open loop at ${RATE}/s`, result.paced));
 console.log(
   `Allocate throughput / no-op ceiling = ${(result.allocations.perSecond / result.noop.perSecond).toFixed(2)}`,

@@ -75,6 +75,7 @@ async function openLoop(call: (i: number) => Promise<number>): Promise<Summary> 
 await closedLoop(noopOnce).catch(() => undefined);
 const noop = await closedLoop(noopOnce);
 const allocations = await closedLoop(allocateOnce);
+const noopPaced = await openLoop(noopOnce);
 const paced = await openLoop(allocateOnce);
 clients.forEach((c) => c.close());
-process.stdout.write(JSON.stringify({ noop, allocations, paced }) + '\n');
+process.stdout.write(JSON.stringify({ noop, allocations, noopPaced, paced }) + '\n');

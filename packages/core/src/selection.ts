@@ -16,7 +16,7 @@ export function matchesLabels(server: Pick<ServerRecord, 'labels'>, matchLabels:
  * @param allocatedPerNode Allocated server count by node.
  */
 export function selectServer<S extends Pick<ServerRecord, 'name' | 'node' | 'createdAt'>>(
-  candidates: readonly S[],
+  candidates: Iterable<S>,
   allocatedPerNode: ReadonlyMap<string, number>,
   scheduling: Scheduling,
 ): S | undefined {

@@ -144,13 +144,15 @@ export class MemoryStore implements Store {
     if (request.fleet && !fleet) throw new FleetError('NOT_FOUND', `fleet "${request.fleet}" not found`);
 
     const fleets = request.fleet ? [request.fleet] : [...this.readyByFleet.keys()];
-    const candidates: ServerRecord[] = [];
     const allocatedPerNode = new Map<string, number>();
-    for (const f of fleets) {
-      for (const s of this.readyByFleet.get(f) ?? []) if (matchesLabels(s, request.matchLabels)) candidates.push(s);
+    for (const f of fleets)
       for (const [node, n] of this.allocatedByFleetNode.get(f) ?? [])
         allocatedPerNode.set(node, (allocatedPerNode.get(node) ?? 0) + n);
-    }
+    const readyServers = this.readyByFleet;
+    const candidates = (function* () {
+      for (const f of fleets)
+        for (const s of readyServers.get(f) ?? []) if (matchesLabels(s, request.matchLabels)) yield s;
+    })();
     const chosen = selectServer(candidates, allocatedPerNode, fleet?.scheduling ?? 'Packed');
     if (!chosen)
       throw new FleetError(
