@@ -5,7 +5,7 @@ import { MemoryStore } from '@smelter-fleet/memory-store';
 import { ProcessRuntime } from '@smelter-fleet/process-runtime';
 import { emulatorMainPath } from '@smelter-fleet/smelter-emulator';
 import { fleetSpec, untilServers } from '@smelter-fleet/testing';
-import type { ClientError} from 'nice-grpc';
+import type { ClientError } from 'nice-grpc';
 import { Status } from 'nice-grpc';
 
 jest.setTimeout(60_000);

@@ -47,16 +47,27 @@ export class Running {
     void this.exited.then(() => this.waiters.splice(0).forEach((w) => w()));
   }
 
-  /** Waits for a line (at index `from` or later) matching `pattern`; returns its match and index. */
-  async waitFor(pattern: RegExp, from = 0): Promise<{ match: RegExpMatchArray; index: number }> {
+  /**
+   * Waits for a line (at index `from` or later) matching `pattern`; returns its match and index.
+   * Gives up after `giveUpMs` with the output so far, so a failure says what was printed instead.
+   */
+  async waitFor(pattern: RegExp, from = 0, giveUpMs = 30_000): Promise<{ match: RegExpMatchArray; index: number }> {
+    const deadline = Date.now() + giveUpMs;
+    let timer: NodeJS.Timeout | undefined;
     for (;;) {
+      if (Date.now() > deadline)
+        throw new Error(`no line matching ${pattern} after ${giveUpMs} ms; output:\n${this.lines.join('\n')}`);
       for (let i = from; i < this.lines.length; i++) {
         const match = this.lines[i]!.match(pattern);
         if (match) return { match, index: i };
       }
       if (this.child.exitCode !== null || this.child.signalCode !== null)
         throw new Error(`process exited before printing ${pattern}; output:\n${this.lines.join('\n')}`);
-      await new Promise<void>((resolve) => this.waiters.push(resolve));
+      await new Promise<void>((resolve) => {
+        this.waiters.push(resolve);
+        timer = setTimeout(resolve, Math.max(0, deadline - Date.now()) + 1);
+      });
+      clearTimeout(timer);
     }
   }
 }

@@ -93,7 +93,7 @@ describe('smelter-fleet up', () => {
     const released = await cli(['release', '--allocator', allocator, '--composition', 'demo']);
     expect(released).toMatchObject({ code: 0, stdout: `released composition demo (server ${a.server_name})\n` });
     // Recycled (POST /api/reset) back to Ready, not replaced.
-    await first.waitFor(/^status local: Draining 1, Ready 2|^status local: Ready 2, Draining 1/, mark);
+    await first.waitFor(/^status local: Ready 2, Draining 1$/, mark);
     await first.waitFor(/^status local: Ready 3$/, mark);
     expect((await statusJson(allocator)).servers.map((s) => s.name).sort()).toEqual(
       status.servers.map((s) => s.name).sort(),
@@ -134,8 +134,7 @@ describe('smelter-fleet up', () => {
     const victim = before.servers[0]!;
     const mark = r.lines.length;
     process.kill(victim.pid!, 'SIGKILL');
-    await r.waitFor(/^status pair: .*Error 1/, mark);
-    await r.waitFor(/^status pair: Ready 1, Allocated 1$|^status pair: Allocated 1, Ready 1$/, mark);
+    await r.waitFor(/^status pair: Ready 1, Allocated 1$/, mark);
     const after = await statusJson(allocator);
     expect(after.servers.map((s) => s.name)).not.toContain(victim.name);
     const gets = await Promise.all(

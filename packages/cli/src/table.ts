@@ -1,3 +1,5 @@
+import { SERVER_STATES } from '@smelter-fleet/core';
+
 /** Renders rows as an aligned plain-text table. */
 export function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
@@ -30,16 +32,19 @@ export interface StatusView {
   }[];
 }
 
-const STATE_ORDER = ['Starting', 'Ready', 'Allocated', 'Draining', 'Shutdown', 'Unhealthy', 'Error'];
+/** "Ready 2, Allocated 1", in lifecycle order. */
+export function countsByState(byState: Record<string, number>): string {
+  return SERVER_STATES.filter((s) => byState[s])
+    .map((s) => `${s} ${byState[s]}`)
+    .join(', ');
+}
 
 export function renderStatus(view: StatusView): string {
   const out: string[] = [];
   for (const f of view.fleets) {
-    const counts = STATE_ORDER.filter((s) => f.serversByState[s]).map((s) => `${s} ${f.serversByState[s]}`);
     const what = f.emulated ? 'Smelter EMULATOR (not Smelter)' : f.smelterCommand;
-    out.push(
-      `fleet ${f.name}  region ${f.region}  desired ${f.replicas}  ${counts.join(', ') || 'no servers'}  [${what}]`,
-    );
+    const counts = countsByState(f.serversByState) || 'no servers';
+    out.push(`fleet ${f.name}  region ${f.region}  desired ${f.replicas}  ${counts}  [${what}]`);
   }
   const rows = view.servers.map((s) => [
     s.name,

@@ -15,7 +15,7 @@ import { emulatorMainPath } from '@smelter-fleet/smelter-emulator';
 import { parseArgs } from 'node:util';
 import { parsing, port, UsageError } from './args.js';
 import { CommandError } from './client-commands.js';
-import { renderStatus, type StatusView } from './table.js';
+import { countsByState, renderStatus, type StatusView } from './table.js';
 
 export interface UpContext {
   /** Fleet file used without -f. */
@@ -156,14 +156,7 @@ async function printStatus(
       drawnLines = text.split('\n').length;
     } else {
       const summary = view.fleets
-        .map(
-          (f) =>
-            `${f.name}: ${
-              Object.entries(f.serversByState)
-                .map(([s, n]) => `${s} ${n}`)
-                .join(', ') || 'no servers'
-            }`,
-        )
+        .map((f) => `${f.name}: ${countsByState(f.serversByState) || 'no servers'}`)
         .join('; ');
       if (summary === last) return;
       last = summary;
