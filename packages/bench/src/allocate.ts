@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { startAllocatorServer } from '@smelter-fleet/allocator';
 import { MemoryStore } from '@smelter-fleet/memory-store';
 import { parseFleetFile } from '@smelter-fleet/core';
-import type { Summary } from './stats.js';
+import { summarize, type Summary } from './stats.js';
 
 const SERVERS = Number(process.env.BENCH_SERVERS ?? 1000);
 const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 5000);
@@ -44,7 +44,19 @@ void (async () => {
   }
 })();
 
-const server = await startAllocatorServer({ store });
+// The allocator's own share of each call: time spent in store.allocate inside the server process.
+const storeMs: number[] = [];
+const timed = Object.assign(Object.create(store) as MemoryStore, {
+  allocate: async (request: Parameters<MemoryStore['allocate']>[0]) => {
+    const t0 = performance.now();
+    try {
+      return await store.allocate(request);
+    } finally {
+      storeMs.push(performance.now() - t0);
+    }
+  },
+});
+const server = await startAllocatorServer({ store: timed });
 const loadScript = fileURLToPath(new URL('./load.js', import.meta.url));
 const { stdout } = await promisify(execFile)(
   process.execPath,
@@ -71,7 +83,12 @@ console.log(row('no-op unary gRPC (ceiling)', result.noop));
 console.log(row('Allocate, closed loop', result.allocations));
 console.log(row(`no-op, open loop at ${RATE}/s`, result.noopPaced));
 console.log(row(`Allocate, open loop at ${RATE}/s`, result.paced));
+const inStore = summarize(storeMs, 1, 0);
 console.log(
-  `Allocate throughput / no-op ceiling = ${(result.allocations.perSecond / result.noop.perSecond).toFixed(2)}`,
+  `${'  of which store.allocate (server)'.padEnd(34)}            p50 ${inStore.p50Ms.toFixed(3)} ms  p99 ${inStore.p99Ms.toFixed(3)} ms`,
 );
-console.log(JSON.stringify({ servers: SERVERS, ...result }));
+console.log(
+  `Allocate / no-op: throughput ${(result.allocations.perSecond / result.noop.perSecond).toFixed(2)}, ` +
+    `p99 at ${RATE}/s ${(result.paced.p99Ms / result.noopPaced.p99Ms).toFixed(2)}`,
+);
+console.log(JSON.stringify({ servers: SERVERS, ...result, storeAllocate: inStore }));

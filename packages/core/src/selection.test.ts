@@ -19,8 +19,8 @@ describe('selectServer', () => {
     expect(selectServer(candidates, load, 'Distributed')?.name).toBe('c');
   });
 
-  it('breaks ties by age, then name', () => {
-    const tied = [s('z', 'n', 5), s('y', 'n', 1), s('x', 'n', 1)];
+  it('breaks ties by node name, then age, then name', () => {
+    const tied = [s('z', 'n', 5), s('y', 'n', 1), s('x', 'n', 1), s('w', 'o', 0)];
     expect(selectServer(tied, new Map(), 'Packed')?.name).toBe('x');
     expect(selectServer(tied, new Map(), 'Distributed')?.name).toBe('x');
   });

@@ -3,14 +3,16 @@ import {
   FleetError,
   holdsComposition,
   isTerminal,
+  compareAge,
+  compareNodes,
   matchesLabels,
   newToken,
-  selectServer,
   systemClock,
   transition,
   type Allocation,
   type AllocationRequest,
   type Clock,
+  type Scheduling,
   type FleetSpec,
   type NewServer,
   type ServerRecord,
@@ -34,8 +36,9 @@ export class MemoryStore implements Store {
   private readonly servers = new Map<string, ServerRecord>();
   private readonly allocations = new Map<string, Allocation>();
   private readonly watchers = new Set<Channel<StoreEvent>>();
-  // Indexes kept by put()/drop(), so allocation never scans the whole fleet.
-  private readonly readyByFleet = new Map<string, Set<ServerRecord>>();
+  // Indexes kept by put()/drop(), so allocation never scans the whole fleet:
+  // Ready servers by fleet and node, each list sorted by compareAge.
+  private readonly readyByFleet = new Map<string, Map<string, ServerRecord[]>>();
   private readonly allocatedByFleetNode = new Map<string, Map<string, number>>();
 
   constructor(options: MemoryStoreOptions = {}) {
@@ -67,7 +70,7 @@ export class MemoryStore implements Store {
     if (this.servers.has(server.name)) throw new FleetError('ALREADY_EXISTS', `server "${server.name}" already exists`);
     const now = this.clock.now();
     const record: ServerRecord = {
-      ...structuredClone(server),
+      ...copyServer(server as ServerRecord),
       state: 'Starting',
       createdAt: now,
       stateChangedAt: now,
@@ -79,12 +82,12 @@ export class MemoryStore implements Store {
 
   async getServer(name: string): Promise<ServerRecord | undefined> {
     const server = this.servers.get(name);
-    return server && structuredClone(server);
+    return server && copyServer(server);
   }
 
   async listServers(filter: { fleet?: string } = {}): Promise<ServerRecord[]> {
     const out: ServerRecord[] = [];
-    for (const s of this.servers.values()) if (!filter.fleet || s.fleet === filter.fleet) out.push(structuredClone(s));
+    for (const s of this.servers.values()) if (!filter.fleet || s.fleet === filter.fleet) out.push(copyServer(s));
     return out;
   }
 
@@ -127,7 +130,7 @@ export class MemoryStore implements Store {
       throw new FleetError('FAILED_PRECONDITION', `server "${name}" is Allocated to "${server.compositionId}"`);
     this.drop(server);
     if (server.compositionId) this.endAllocation(server.compositionId, name);
-    this.emit({ type: 'server', server: structuredClone(server), removed: true });
+    this.emit({ type: 'server', server: copyServer(server), removed: true });
   }
 
   async allocate(request: AllocationRequest): Promise<Allocation> {
@@ -138,22 +141,13 @@ export class MemoryStore implements Store {
           'FAILED_PRECONDITION',
           `composition "${request.compositionId}" is already allocated in fleet "${existing.fleet}"`,
         );
-      return structuredClone(existing);
+      return copyAllocation(existing);
     }
     const fleet = request.fleet ? this.fleets.get(request.fleet) : undefined;
     if (request.fleet && !fleet) throw new FleetError('NOT_FOUND', `fleet "${request.fleet}" not found`);
 
     const fleets = request.fleet ? [request.fleet] : [...this.readyByFleet.keys()];
-    const allocatedPerNode = new Map<string, number>();
-    for (const f of fleets)
-      for (const [node, n] of this.allocatedByFleetNode.get(f) ?? [])
-        allocatedPerNode.set(node, (allocatedPerNode.get(node) ?? 0) + n);
-    const readyServers = this.readyByFleet;
-    const candidates = (function* () {
-      for (const f of fleets)
-        for (const s of readyServers.get(f) ?? []) if (matchesLabels(s, request.matchLabels)) yield s;
-    })();
-    const chosen = selectServer(candidates, allocatedPerNode, fleet?.scheduling ?? 'Packed');
+    const chosen = this.choose(fleets, request.matchLabels, fleet?.scheduling ?? 'Packed');
     if (!chosen)
       throw new FleetError(
         'RESOURCE_EXHAUSTED',
@@ -182,8 +176,8 @@ export class MemoryStore implements Store {
     this.put(server);
     this.allocations.set(allocation.compositionId, allocation);
     this.emitServer(server);
-    this.emit({ type: 'allocation', allocation: structuredClone(allocation), released: false });
-    return structuredClone(allocation);
+    this.emit({ type: 'allocation', allocation: copyAllocation(allocation), released: false });
+    return copyAllocation(allocation);
   }
 
   async release(compositionId: string): Promise<Allocation> {
@@ -199,19 +193,19 @@ export class MemoryStore implements Store {
       }
     }
     this.allocations.delete(compositionId);
-    this.emit({ type: 'allocation', allocation: structuredClone(allocation), released: true });
-    return structuredClone(allocation);
+    this.emit({ type: 'allocation', allocation: copyAllocation(allocation), released: true });
+    return copyAllocation(allocation);
   }
 
   async getAllocation(compositionId: string): Promise<Allocation | undefined> {
     const allocation = this.allocations.get(compositionId);
-    return allocation && structuredClone(allocation);
+    return allocation && copyAllocation(allocation);
   }
 
   async listAllocations(filter: { fleet?: string } = {}): Promise<Allocation[]> {
     const out: Allocation[] = [];
     for (const a of this.allocations.values())
-      if (!filter.fleet || a.fleet === filter.fleet) out.push(structuredClone(a));
+      if (!filter.fleet || a.fleet === filter.fleet) out.push(copyAllocation(a));
     return out;
   }
 
@@ -227,15 +221,45 @@ export class MemoryStore implements Store {
     this.watchers.clear();
   }
 
+  /** The same choice as core's selectServer, from the indexes: nodes in preference order, oldest first. */
+  private choose(
+    fleets: string[],
+    matchLabels: Record<string, string>,
+    scheduling: Scheduling,
+  ): ServerRecord | undefined {
+    const nodes = new Map<string, number>();
+    for (const f of fleets) for (const node of this.readyByFleet.get(f)?.keys() ?? []) nodes.set(node, 0);
+    for (const f of fleets)
+      for (const [node, n] of this.allocatedByFleetNode.get(f) ?? [])
+        if (nodes.has(node)) nodes.set(node, nodes.get(node)! + n);
+    const order = [...nodes]
+      .map(([node, allocated]) => ({ node, allocated }))
+      .sort((a, b) => compareNodes(a, b, scheduling));
+    for (const { node } of order) {
+      let best: ServerRecord | undefined;
+      for (const f of fleets) {
+        const found = this.readyByFleet
+          .get(f)
+          ?.get(node)
+          ?.find((s) => matchesLabels(s, matchLabels));
+        if (found && (!best || compareAge(found, best) < 0)) best = found;
+      }
+      if (best) return best;
+    }
+    return undefined;
+  }
+
   /** Stores a server record and keeps the indexes in step. */
   private put(server: ServerRecord): void {
     const prev = this.servers.get(server.name);
     if (prev) this.unindex(prev);
     this.servers.set(server.name, server);
     if (server.state === 'Ready') {
-      let ready = this.readyByFleet.get(server.fleet);
-      if (!ready) this.readyByFleet.set(server.fleet, (ready = new Set()));
-      ready.add(server);
+      let nodes = this.readyByFleet.get(server.fleet);
+      if (!nodes) this.readyByFleet.set(server.fleet, (nodes = new Map()));
+      let list = nodes.get(server.node);
+      if (!list) nodes.set(server.node, (list = []));
+      list.splice(sortedIndex(list, server), 0, server);
     } else if (server.state === 'Allocated') {
       let nodes = this.allocatedByFleetNode.get(server.fleet);
       if (!nodes) this.allocatedByFleetNode.set(server.fleet, (nodes = new Map()));
@@ -249,8 +273,14 @@ export class MemoryStore implements Store {
   }
 
   private unindex(server: ServerRecord): void {
-    if (server.state === 'Ready') this.readyByFleet.get(server.fleet)?.delete(server);
-    else if (server.state === 'Allocated') {
+    if (server.state === 'Ready') {
+      const nodes = this.readyByFleet.get(server.fleet);
+      const list = nodes?.get(server.node);
+      if (!list) return;
+      list.splice(list.indexOf(server), 1);
+      if (list.length === 0) nodes!.delete(server.node);
+      if (nodes!.size === 0) this.readyByFleet.delete(server.fleet);
+    } else if (server.state === 'Allocated') {
       const nodes = this.allocatedByFleetNode.get(server.fleet);
       const n = (nodes?.get(server.node) ?? 0) - 1;
       if (n > 0) nodes?.set(server.node, n);
@@ -262,15 +292,31 @@ export class MemoryStore implements Store {
     const allocation = this.allocations.get(compositionId);
     if (!allocation || allocation.serverName !== serverName) return;
     this.allocations.delete(compositionId);
-    this.emit({ type: 'allocation', allocation: structuredClone(allocation), released: true });
+    this.emit({ type: 'allocation', allocation: copyAllocation(allocation), released: true });
   }
 
   private emitServer(server: ServerRecord): ServerRecord {
-    this.emit({ type: 'server', server: structuredClone(server), removed: false });
-    return structuredClone(server);
+    if (this.watchers.size > 0) this.emit({ type: 'server', server: copyServer(server), removed: false });
+    return copyServer(server);
   }
 
   private emit(event: StoreEvent): void {
     for (const w of this.watchers) w.push(event);
   }
+}
+
+// Records are flat but for these maps; copying them by hand is far cheaper than structuredClone.
+const copyServer = (s: ServerRecord): ServerRecord => ({ ...s, ports: { ...s.ports }, labels: { ...s.labels } });
+const copyAllocation = (a: Allocation): Allocation => ({ ...a, ports: { ...a.ports }, metadata: { ...a.metadata } });
+
+/** Where `server` goes in a list sorted by compareAge (binary search). */
+function sortedIndex(list: ServerRecord[], server: ServerRecord): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compareAge(list[mid]!, server) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
