@@ -1,4 +1,4 @@
-import type { Allocation, FleetSpec, Ports, ServerRecord, ServerState } from '@smelter-fleet/core';
+import type { Allocation, FleetSpec, ServerRecord, ServerState } from '@smelter-fleet/core';
 import { SERVER_STATES } from '@smelter-fleet/core';
 import type { allocationV1 } from '@smelter-fleet/proto';
 import { fleetV1 } from '@smelter-fleet/proto';
@@ -69,8 +69,4 @@ export function toFleetMessage(f: FleetSpec, servers: readonly ServerRecord[], i
     smelterCommand: info.smelterCommand,
     emulated: info.emulated,
   };
-}
-
-export function portsFromMessage(p: { [k: string]: number }): Ports {
-  return { api: p.api ?? 0, whip_whep: p.whip_whep ?? 0, rtmp: p.rtmp ?? 0 };
 }

@@ -1,4 +1,4 @@
-import { connectAllocator, stateFromProto } from '@smelter-fleet/allocator';
+import { connectAllocator, stateFromProto, type AllocatorClients } from '@smelter-fleet/allocator';
 import { parseDurationMs } from '@smelter-fleet/core';
 import type { allocationV1 } from '@smelter-fleet/proto';
 import { ClientError, Status } from 'nice-grpc';
@@ -17,11 +17,7 @@ const CALL_DEADLINE_MS = 10_000;
 
 const allocatorOption = { allocator: { type: 'string' } } as const;
 
-async function withAllocator<T>(
-  command: string,
-  address: string,
-  fn: (c: ReturnType<typeof connectAllocator>) => Promise<T>,
-): Promise<T> {
+async function withAllocator<T>(command: string, address: string, fn: (c: AllocatorClients) => Promise<T>): Promise<T> {
   const clients = connectAllocator(address);
   try {
     return await fn(clients);
@@ -114,8 +110,19 @@ export async function allocate(argv: string[], ctx: ClientContext): Promise<void
   ctx.out(values.json ? JSON.stringify(allocationJson(a), null, 2) : describeAllocation('allocated', a));
 }
 
-export async function release(argv: string[], ctx: ClientContext): Promise<void> {
-  const { values } = parsing('release', () =>
+/** A command about one composition's allocation: `release` or `get`. */
+async function byComposition(
+  command: string,
+  argv: string[],
+  ctx: ClientContext,
+  call: (
+    c: AllocatorClients,
+    compositionId: string,
+    signal: AbortSignal,
+  ) => Promise<{ allocation?: allocationV1.Allocation }>,
+  describe: (a: allocationV1.Allocation) => string,
+): Promise<void> {
+  const { values } = parsing(command, () =>
     parseArgs({
       args: argv,
       strict: true,
@@ -123,38 +130,32 @@ export async function release(argv: string[], ctx: ClientContext): Promise<void>
       options: { ...allocatorOption, composition: { type: 'string' }, json: { type: 'boolean' } },
     }),
   );
-  if (!values.composition) throw new UsageError('release: --composition <id> is required');
-  const address = values.allocator ?? ctx.defaultAllocator;
+  if (!values.composition) throw new UsageError(`${command}: --composition <id> is required`);
   const compositionId = values.composition;
-  const res = await withAllocator('release', address, (c) =>
-    c.allocation.release({ compositionId }, { signal: deadline() }),
+  const res = await withAllocator(command, values.allocator ?? ctx.defaultAllocator, (c) =>
+    call(c, compositionId, deadline()),
   );
   const a = res.allocation!;
-  ctx.out(
-    values.json
-      ? JSON.stringify(allocationJson(a), null, 2)
-      : `released composition ${a.compositionId} (server ${a.serverName})`,
-  );
+  ctx.out(values.json ? JSON.stringify(allocationJson(a), null, 2) : describe(a));
 }
 
-export async function get(argv: string[], ctx: ClientContext): Promise<void> {
-  const { values } = parsing('get', () =>
-    parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: { ...allocatorOption, composition: { type: 'string' }, json: { type: 'boolean' } },
-    }),
+export const release = (argv: string[], ctx: ClientContext) =>
+  byComposition(
+    'release',
+    argv,
+    ctx,
+    (c, compositionId, signal) => c.allocation.release({ compositionId }, { signal }),
+    (a) => `released composition ${a.compositionId} (server ${a.serverName})`,
   );
-  if (!values.composition) throw new UsageError('get: --composition <id> is required');
-  const address = values.allocator ?? ctx.defaultAllocator;
-  const compositionId = values.composition;
-  const res = await withAllocator('get', address, (c) =>
-    c.allocation.getAllocation({ compositionId }, { signal: deadline() }),
+
+export const get = (argv: string[], ctx: ClientContext) =>
+  byComposition(
+    'get',
+    argv,
+    ctx,
+    (c, compositionId, signal) => c.allocation.getAllocation({ compositionId }, { signal }),
+    (a) => describeAllocation('composition', a),
   );
-  const a = res.allocation!;
-  ctx.out(values.json ? JSON.stringify(allocationJson(a), null, 2) : describeAllocation('composition', a));
-}
 
 export async function status(argv: string[], ctx: ClientContext): Promise<void> {
   const { values } = parsing('status', () =>

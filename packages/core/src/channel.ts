@@ -23,10 +23,6 @@ export class Channel<T> implements AsyncIterable<T> {
     this.wake?.();
   }
 
-  get isClosed(): boolean {
-    return this.closed;
-  }
-
   async *[Symbol.asyncIterator](): AsyncIterator<T> {
     try {
       for (;;) {
