@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { connectAllocator, startAllocatorServer, type AllocatorServer } from '@smelter-fleet/allocator';
 import { FleetController } from '@smelter-fleet/controller';
+import { linkToken } from '@smelter-fleet/core';
 import { MemoryStore } from '@smelter-fleet/memory-store';
 import { ProcessRuntime } from '@smelter-fleet/process-runtime';
 import { emulatorMainPath } from '@smelter-fleet/smelter-emulator';
-import { fleetSpec, untilServers } from '@smelter-fleet/testing';
+import { cliBinPath, fleetSpec, untilServers } from '@smelter-fleet/testing';
 import type { ClientError } from 'nice-grpc';
 import { Status } from 'nice-grpc';
 
@@ -13,7 +14,7 @@ jest.setTimeout(60_000);
 // The allocator in front of a real fleet of emulator processes, driven by 50 concurrent clients.
 describe('allocator over a fleet of emulators', () => {
   const store = new MemoryStore();
-  const runtime = new ProcessRuntime({ defaultCommand: [process.execPath, emulatorMainPath], stopGraceMs: 2000 });
+  let runtime: ProcessRuntime;
   const stop = new AbortController();
   let running: Promise<void>;
   let server: AllocatorServer;
@@ -22,15 +23,24 @@ describe('allocator over a fleet of emulators', () => {
     await store.putFleet(
       fleetSpec('emu', { replicas: 5, drain: { onRelease: 'Recycle', flushTimeMs: 0, maxDrainTimeMs: 60_000 } }),
     );
+    server = await startAllocatorServer({ store, linkSecret: 'e2e' });
+    runtime = new ProcessRuntime({
+      defaultCommand: [process.execPath, emulatorMainPath],
+      stopGraceMs: 2000,
+      sidecar: {
+        command: [process.execPath, cliBinPath, 'supervise', '--log-level', 'warn'],
+        link: server.address,
+        linkToken: (name) => linkToken('e2e', name),
+      },
+    });
     running = new FleetController({ store, runtime }).run(stop.signal);
-    server = await startAllocatorServer({ store });
     await untilReady(store, 5);
   });
 
   afterAll(async () => {
-    await server.close({ force: true });
     stop.abort();
     await running;
+    await server.close({ force: true });
     expect(runtime.list()).toEqual([]);
   });
 

@@ -2,3 +2,4 @@ export { startAllocatorServer, type AllocatorServer, type AllocatorServerOptions
 export { connectAllocator, type AllocatorClients } from './client.js';
 export { allocateWithWait } from './wait.js';
 export { stateFromProto, type FleetRuntimeInfo } from './convert.js';
+export { errorMiddleware } from './errors.js';

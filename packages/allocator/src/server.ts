@@ -1,10 +1,11 @@
 import { silentLogger, type FleetSpec, type Logger, type Store } from '@smelter-fleet/core';
-import { allocationV1, fileDescriptorSetBase64, fleetV1 } from '@smelter-fleet/proto';
+import { allocationV1, fileDescriptorSetBase64, fleetV1, linkV1 } from '@smelter-fleet/proto';
 import { createServer, type Server } from 'nice-grpc';
 import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
 import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
 import type { FleetRuntimeInfo } from './convert.js';
 import { errorMiddleware } from './errors.js';
+import { fleetLinkService } from './link-service.js';
 import { allocationService, fleetService } from './services.js';
 
 export interface AllocatorServerOptions {
@@ -13,6 +14,8 @@ export interface AllocatorServerOptions {
   address?: string;
   /** What each fleet's servers run, for ListFleets. Default: unknown. */
   fleetInfo?: (fleet: FleetSpec) => FleetRuntimeInfo;
+  /** When set, also serves the sidecars' FleetLinkService, checking link tokens with this secret. */
+  linkSecret?: string;
   logger?: Logger;
 }
 
@@ -30,12 +33,20 @@ const SERVICE_NAMES = [allocationV1.AllocationServiceDefinition.fullName, fleetV
 /** Serves AllocationService and FleetService, plus gRPC health and reflection. */
 export async function startAllocatorServer(options: AllocatorServerOptions): Promise<AllocatorServer> {
   const logger = options.logger ?? silentLogger;
-  const server: Server = createServer().use(errorMiddleware(logger));
+  // Sidecars keep their link alive with pings; allow them.
+  const server: Server = createServer({
+    'grpc.keepalive_permit_without_calls': 1,
+    'grpc.http2.min_ping_interval_without_data_ms': 1000,
+  }).use(errorMiddleware(logger));
   server.add(allocationV1.AllocationServiceDefinition, allocationService(options.store, logger));
   server.add(
     fleetV1.FleetServiceDefinition,
     fleetService(options.store, options.fleetInfo ?? (() => ({ smelterCommand: '', emulated: false }))),
   );
+  const link = options.linkSecret
+    ? fleetLinkService({ store: options.store, linkSecret: options.linkSecret, logger })
+    : undefined;
+  if (link) server.add(linkV1.FleetLinkServiceDefinition, link.impl);
   const health = HealthState();
   server.add(HealthDefinition, HealthServiceImpl(health));
   const protoset = Uint8Array.from(Buffer.from(fileDescriptorSetBase64, 'base64'));
@@ -51,6 +62,7 @@ export async function startAllocatorServer(options: AllocatorServerOptions): Pro
     health,
     async close({ force = false } = {}) {
       for (const name of ['', ...SERVICE_NAMES]) health.setStatus('unhealthy', name);
+      link?.close();
       if (force) server.forceShutdown();
       else await server.shutdown();
     },

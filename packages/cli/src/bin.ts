@@ -2,9 +2,11 @@
 // The one entry point: the only place that reads process.env and process.argv.
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { FleetError } from '@smelter-fleet/core';
+import { FleetError, parseFleetFile } from '@smelter-fleet/core';
+import { readFile } from 'node:fs/promises';
 import { UsageError } from './args.js';
 import { allocate, CommandError, get, release, status } from './client-commands.js';
+import { sidecarCommand } from './sidecar-command.js';
 import { up } from './up.js';
 
 const USAGE = `smelter-fleet: run and use fleets of Smelter servers
@@ -16,11 +18,19 @@ Usage:
   smelter-fleet release --composition <id> [--json]
   smelter-fleet get --composition <id> [--json]
   smelter-fleet status [--fleet <name>] [--json]
+  smelter-fleet sidecar [--name N] [--link host:port] [--smelter-url URL] [--sdk-grpc-port 9357] [--sdk-http-port 9358]
+                        [--health-period 250ms] [--failure-threshold 3] [--local] [--log-level info]
+      Runs the sidecar beside a Smelter: health, composition end, the fleet link, the SDK on localhost.
+      --local needs no fleet: an in-process one stands in and what it would record is logged.
+  smelter-fleet supervise [sidecar flags] -- <smelter command...>
+      Runs Smelter as a child with the sidecar: SIGTERM drains (waits for the composition), then SIGINT.
   smelter-fleet emulator
       Runs the Smelter emulator (a test stand-in for Smelter) with Smelter's environment variables.
 
 Client commands take --allocator <host:port> (default $SMELTER_FLEET_ALLOCATOR or 127.0.0.1:50051).
-Environment: SMELTER_PATH runs that Smelter binary instead of the emulator.`;
+Environment: SMELTER_PATH runs that Smelter binary instead of the emulator. The sidecar reads
+SMELTER_FLEET_SERVER_NAME, SMELTER_FLEET_LINK, SMELTER_FLEET_LINK_TOKEN, SMELTER_FLEET_SMELTER_URL (default
+http://127.0.0.1:$SMELTER_API_PORT), SMELTER_FLEET_SDK_GRPC_PORT, SMELTER_FLEET_SDK_HTTP_PORT.`;
 
 const exampleFleet = fileURLToPath(new URL('../../../deploy/examples/local-fleet.yaml', import.meta.url));
 
@@ -44,6 +54,7 @@ async function main(argv: string[]): Promise<number> {
         smelterPath: process.env.SMELTER_PATH || undefined,
         out,
         tty: process.stdout.isTTY === true,
+        superviseCommand: [process.execPath, fileURLToPath(import.meta.url), 'supervise'],
         stopRequested,
       });
       return 0;
@@ -60,6 +71,16 @@ async function main(argv: string[]): Promise<number> {
     case 'status':
       await status(rest, client);
       return 0;
+    case 'sidecar':
+    case 'supervise':
+      return sidecarCommand(command, rest, {
+        env: process.env,
+        onSignal: (handler) => {
+          process.on('SIGTERM', () => handler('SIGTERM'));
+          process.on('SIGINT', () => handler('SIGINT'));
+        },
+        localFleet: async () => parseFleetFile(await readFile(exampleFleet, 'utf8'), exampleFleet)[0]!,
+      });
     case 'emulator': {
       const { emulatorMainPath } = await import('@smelter-fleet/smelter-emulator');
       await import(emulatorMainPath);

@@ -1,9 +1,11 @@
+import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { startAllocatorServer, type FleetRuntimeInfo } from '@smelter-fleet/allocator';
 import { FleetController } from '@smelter-fleet/controller';
 import {
   FleetSpecError,
   jsonLogger,
+  linkToken,
   parseFleetFile,
   type FleetSpec,
   type LogLevel,
@@ -25,6 +27,8 @@ export interface UpContext {
   out: (text: string) => void;
   /** Whether `out` is a terminal (the status table is redrawn in place). */
   tty: boolean;
+  /** argv that runs `smelter-fleet supervise` (each server runs under its sidecar). */
+  superviseCommand: readonly string[];
   /** Resolves when the process is asked to stop (Ctrl-C, SIGTERM). */
   stopRequested: Promise<string>;
 }
@@ -61,12 +65,27 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
 
   const store = new MemoryStore();
   for (const f of fleets) await store.putFleet(f);
-  const allocator = await startAllocatorServer({ store, address: allocatorAddress, fleetInfo, logger }).catch(
-    (err: Error) => {
-      throw new CommandError(`up: cannot listen on ${allocatorAddress}: ${err.message}`);
+  // Sidecars authenticate on the fleet link with tokens derived from this per-run secret.
+  const linkSecret = randomBytes(32).toString('base64url');
+  const allocator = await startAllocatorServer({
+    store,
+    address: allocatorAddress,
+    fleetInfo,
+    linkSecret,
+    logger,
+  }).catch((err: Error) => {
+    throw new CommandError(`up: cannot listen on ${allocatorAddress}: ${err.message}`);
+  });
+  const anyHost = /^(0\.0\.0\.0|\[::\]|::)$/.test(allocatorAddress.slice(0, allocatorAddress.lastIndexOf(':')));
+  const runtime = new ProcessRuntime({
+    defaultCommand,
+    logger,
+    sidecar: {
+      command: [...ctx.superviseCommand, '--log-level', logLevel],
+      link: anyHost ? `127.0.0.1:${allocator.port}` : allocator.address,
+      linkToken: (name) => linkToken(linkSecret, name),
     },
-  );
-  const runtime = new ProcessRuntime({ defaultCommand, logger });
+  });
   // However this process ends (a second Ctrl-C, a crash), no server outlives it.
   const killAll = () => runtime.killAll();
   process.once('exit', killAll);

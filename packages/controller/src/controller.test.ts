@@ -1,9 +1,10 @@
 import { afterEach, beforeEach, describe, expect, it, jest } from '@jest/globals';
-import type { FleetSpec, LogFields, Logger, ServerRecord } from '@smelter-fleet/core';
+import { startAllocatorServer, type AllocatorServer } from '@smelter-fleet/allocator';
+import { linkToken, type FleetSpec, type LogFields, type Logger, type ServerRecord } from '@smelter-fleet/core';
 import { MemoryStore } from '@smelter-fleet/memory-store';
 import { ProcessRuntime } from '@smelter-fleet/process-runtime';
 import { emulatorMainPath } from '@smelter-fleet/smelter-emulator';
-import { alive, fleetSpec, untilServers as until } from '@smelter-fleet/testing';
+import { alive, cliBinPath, fleetSpec, untilServers as until } from '@smelter-fleet/testing';
 import { FleetController } from './controller.js';
 
 jest.setTimeout(30_000);
@@ -29,8 +30,9 @@ const smelter = (s: ServerRecord, path: string, body?: unknown) =>
     ...(body !== undefined && { body: JSON.stringify(body) }),
   });
 
-describe('FleetController with emulator processes', () => {
+describe('FleetController with emulator processes under their sidecars', () => {
   let store: MemoryStore;
+  let allocator: AllocatorServer;
   let runtime: ProcessRuntime;
   let logger: ReturnType<typeof recordingLogger>;
   let stop: AbortController;
@@ -42,9 +44,18 @@ describe('FleetController with emulator processes', () => {
     return until(store, (s) => inState(s, 'Ready').length === (overrides.replicas ?? 2));
   }
 
-  beforeEach(() => {
+  beforeEach(async () => {
     store = new MemoryStore();
-    runtime = new ProcessRuntime({ defaultCommand: [process.execPath, emulatorMainPath], stopGraceMs: 2000 });
+    allocator = await startAllocatorServer({ store, linkSecret: 'test-secret' });
+    runtime = new ProcessRuntime({
+      defaultCommand: [process.execPath, emulatorMainPath],
+      stopGraceMs: 2000,
+      sidecar: {
+        command: [process.execPath, cliBinPath, 'supervise', '--log-level', 'warn'],
+        link: allocator.address,
+        linkToken: (name) => linkToken('test-secret', name),
+      },
+    });
     logger = recordingLogger();
     stop = new AbortController();
   });
@@ -54,6 +65,7 @@ describe('FleetController with emulator processes', () => {
     await running;
     expect(runtime.list()).toEqual([]);
     expect(await store.listServers()).toEqual([]);
+    await allocator.close({ force: true });
   });
 
   it('brings the fleet to size and scales down without touching Allocated servers', async () => {
@@ -104,14 +116,28 @@ describe('FleetController with emulator processes', () => {
     expect(alive(first!.pid!)).toBe(false);
   });
 
-  it('replaces a crashed server and ends its allocation', async () => {
+  it('replaces a crashed Smelter and ends its allocation', async () => {
     await startFleet({ replicas: 2 });
     const a = await store.allocate({ fleet: 'f', compositionId: 'c1', matchLabels: {}, metadata: {} });
     const victim = (await store.getServer(a.serverName))!;
-    process.kill(victim.pid!, 'SIGKILL');
+    const seen = until(store, (s) => s.some((x) => x.name === victim.name && x.state === 'Unhealthy'));
+    await smelter(victim, '/_emulator/crash', {}).catch(() => undefined);
+    const unhealthy = (await seen).find((x) => x.name === victim.name)!;
+    // The sidecar saw it first (the socket closed, the port refused), before the process exit was noticed.
+    expect(unhealthy.reason).toMatch(/refused|exited with code 101/);
     const after = await until(store, (s) => !s.some((x) => x.name === victim.name) && inState(s, 'Ready').length === 2);
     expect(after).toHaveLength(2);
     expect(await store.getAllocation('c1')).toBeUndefined();
+    expect(alive(victim.pid!)).toBe(false);
+  });
+
+  it('replaces a server whose sidecar was killed, leaving no Smelter behind', async () => {
+    await startFleet({ replicas: 1 });
+    const [victim] = await store.listServers();
+    process.kill(victim!.pid!, 'SIGKILL');
+    await until(store, (s) => s.length === 1 && s[0]!.name !== victim!.name && s[0]!.state === 'Ready');
+    // Its Smelter (a child of the sidecar) went with it: its API port is closed.
+    await expect(smelter(victim!, '/status')).rejects.toThrow();
     expect(logger.entries).toContainEqual(
       expect.objectContaining({
         level: 'warn',
@@ -121,14 +147,24 @@ describe('FleetController with emulator processes', () => {
     );
   });
 
+  it('marks a server whose sidecar goes silent Unhealthy when its lease runs out', async () => {
+    const [frozen] = await startFleet({ replicas: 1, health: { ...fleetSpec('f').health, leaseTimeoutMs: 600 } });
+    process.kill(frozen!.pid!, 'SIGSTOP'); // alive but silent: no heartbeat, no exit
+    const seen = await until(store, (s) => s.some((x) => x.name === frozen!.name && x.state === 'Unhealthy'));
+    expect(seen.find((x) => x.name === frozen!.name)?.reason).toBe('sidecar silent for 600 ms (lease expired)');
+    await until(store, (s) => s.length === 1 && s[0]!.name !== frozen!.name && s[0]!.state === 'Ready');
+  });
+
   it('marks a hung server Unhealthy after the failure threshold and replaces it', async () => {
     const [hung] = await startFleet({
       replicas: 1,
-      health: { startupTimeoutMs: 10_000, periodMs: 100, failureThreshold: 2 },
+      health: { ...fleetSpec('f').health, periodMs: 100, failureThreshold: 2 },
     });
     expect((await smelter(hung!, '/_emulator/hang', {})).status).toBe(200);
     const unhealthy = await until(store, (s) => s.some((x) => x.name === hung!.name && x.state === 'Unhealthy'));
-    expect(unhealthy.find((x) => x.name === hung!.name)?.reason).toBe('2 failed health checks');
+    expect(unhealthy.find((x) => x.name === hung!.name)?.reason).toBe(
+      '2 failed health checks in a row: GET /status: no answer within 100 ms',
+    );
     await until(store, (s) => !s.some((x) => x.name === hung!.name) && inState(s, 'Ready').length === 1);
   });
 
@@ -137,12 +173,12 @@ describe('FleetController with emulator processes', () => {
       fleetSpec('f', {
         replicas: 1,
         template: { labels: {}, command: [process.execPath, '-e', 'setInterval(() => {}, 1000)'], env: {} },
-        health: { startupTimeoutMs: 300, periodMs: 50, failureThreshold: 1 },
+        health: { ...fleetSpec('f').health, startupTimeoutMs: 300, periodMs: 50, failureThreshold: 1 },
       }),
     );
     running = new FleetController({ store, runtime, logger, stopGraceMs: 500 }).run(stop.signal);
     const seen = await until(store, (s) => s.some((x) => x.state === 'Unhealthy'));
-    expect(inState(seen, 'Unhealthy')[0]?.reason).toBe('not healthy within 300 ms of launch');
+    expect(inState(seen, 'Unhealthy')[0]?.reason).toBe('not Ready within 300 ms of launch');
     // And it keeps trying with fresh servers.
     const first = inState(seen, 'Unhealthy')[0]!.name;
     await until(store, (s) => s.some((x) => x.name !== first && x.state === 'Starting'));

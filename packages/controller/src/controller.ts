@@ -13,13 +13,10 @@ import {
   type ServerUpdate,
   type Store,
 } from '@smelter-fleet/core';
-import { httpSmelterApi, type SmelterApi } from './smelter-api.js';
 
 export interface FleetControllerOptions {
   store: Store;
   runtime: Runtime;
-  /** Default: Smelter's HTTP API. */
-  smelter?: SmelterApi;
   clock?: Clock;
   logger?: Logger;
   /** Longest pause between two passes when nothing happens, ms. Default 250. */
@@ -28,26 +25,20 @@ export interface FleetControllerOptions {
   stopGraceMs?: number;
 }
 
-interface Health {
-  failures: number;
-  lastProbeAt: number;
-}
-
 /**
- * Keeps each fleet at its replica count on one runtime: launches servers, marks them Ready when
- * Smelter answers, replaces failed ones, recycles or replaces released ones, retires surplus
- * Ready ones, and never stops an Allocated one. Level-triggered: every pass recomputes from
- * the store, woken by the store's change feed, runtime exits and a resync timer.
+ * Keeps each fleet at its replica count on one runtime: launches servers, replaces failed ones,
+ * stops drained ones, retires surplus Ready ones, and never stops an Allocated one. Health,
+ * readiness and recycling are the sidecars' (reported over the fleet link); the controller enforces
+ * the startup timeout and the max drain time. Level-triggered: every pass recomputes from the store,
+ * woken by the store's change feed, runtime exits and a resync timer.
  */
 export class FleetController {
   private readonly store: Store;
   private readonly runtime: Runtime;
-  private readonly smelter: SmelterApi;
   private readonly clock: Clock;
   private readonly logger: Logger;
   private readonly resyncIntervalMs: number;
   private readonly stopGraceMs: number;
-  private readonly health = new Map<string, Health>();
   /** Servers with an operation under way (launch, reset, stop); a pass leaves them alone. */
   private readonly busy = new Map<string, Promise<void>>();
   private readonly exitedEarly = new Set<string>();
@@ -59,7 +50,6 @@ export class FleetController {
   constructor(options: FleetControllerOptions) {
     this.store = options.store;
     this.runtime = options.runtime;
-    this.smelter = options.smelter ?? httpSmelterApi;
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger ?? silentLogger;
     this.resyncIntervalMs = options.resyncIntervalMs ?? 250;
@@ -143,62 +133,20 @@ export class FleetController {
     }
   }
 
-  /** Health, readiness and drain of one server; returns its record after any change. */
+  /** Startup timeout and max drain time of one server; returns its record after any change. */
   private async tend(fleet: FleetSpec, s: ServerRecord, now: number): Promise<ServerRecord | undefined> {
-    if (isTerminal(s.state)) return s;
-    const { periodMs, failureThreshold, startupTimeoutMs } = fleet.health;
-    const h = this.health.get(s.name) ?? { failures: 0, lastProbeAt: 0 };
-    this.health.set(s.name, h);
-    if (now - h.lastProbeAt >= periodMs) {
-      h.lastProbeAt = now;
-      const ok = await this.smelter.healthy(s, Math.min(periodMs * failureThreshold, 2000));
-      if (ok) {
-        h.failures = 0;
-        if (s.state === 'Starting') {
-          this.logger.info('server ready', { server: s.name, fleet: s.fleet });
-          return this.update(s, { event: 'Healthy' });
-        }
-      } else if (s.state === 'Starting') {
-        if (now - s.createdAt > startupTimeoutMs)
-          return this.update(s, {
-            event: 'HealthFailed',
-            reason: `not healthy within ${startupTimeoutMs} ms of launch`,
-          });
-      } else if (++h.failures >= failureThreshold) {
-        this.logger.warn('server unhealthy', { server: s.name, failures: h.failures });
-        return this.update(s, { event: 'HealthFailed', reason: `${h.failures} failed health checks` });
-      }
-    }
-    if (s.state === 'Draining') return this.drain(fleet, s, now);
-    return s;
-  }
-
-  private async drain(fleet: FleetSpec, s: ServerRecord, now: number): Promise<ServerRecord | undefined> {
-    const drainingMs = now - s.stateChangedAt;
-    const allocation = s.compositionId ? await this.store.getAllocation(s.compositionId) : undefined;
-    const compositionOver = allocation?.serverName !== s.name;
-    if (!compositionOver) {
-      if (drainingMs < fleet.drain.maxDrainTimeMs) return s;
+    const { startupTimeoutMs } = fleet.health;
+    if (s.state === 'Starting' && now - s.createdAt > startupTimeoutMs)
+      return this.update(s, { event: 'HealthFailed', reason: `not Ready within ${startupTimeoutMs} ms of launch` });
+    const { maxDrainTimeMs } = fleet.drain;
+    if (s.state === 'Draining' && now - s.stateChangedAt >= maxDrainTimeMs) {
       this.logger.warn('max drain time exceeded; stopping server', {
         server: s.name,
         composition: s.compositionId,
-        maxDrainTimeMs: fleet.drain.maxDrainTimeMs,
+        maxDrainTimeMs,
       });
-      return this.update(s, { event: 'Shutdown', reason: `max drain time ${fleet.drain.maxDrainTimeMs} ms exceeded` });
+      return this.update(s, { event: 'Shutdown', reason: `max drain time ${maxDrainTimeMs} ms exceeded` });
     }
-    if (drainingMs < fleet.drain.flushTimeMs) return s;
-    if (fleet.drain.onRelease === 'Replace') return this.update(s, { event: 'Shutdown', reason: 'released' });
-    this.track(s.name, async () => {
-      try {
-        await this.smelter.reset(s, 5000);
-        await this.update(s, { event: 'Recycle', reason: '' });
-        this.logger.info('server recycled', { server: s.name });
-      } catch (err) {
-        this.logger.warn('recycle failed; replacing server', { server: s.name, error: String(err) });
-        const stopped = await this.update(s, { event: 'Shutdown', reason: `recycle failed: ${String(err)}` });
-        if (stopped) await this.stopAndRemove(stopped);
-      }
-    });
     return s;
   }
 
@@ -249,7 +197,6 @@ export class FleetController {
     } catch (err) {
       if (!isFleetError(err, 'NOT_FOUND')) throw err;
     }
-    this.health.delete(s.name);
   }
 
   private async onExit(exit: ServerExit): Promise<void> {

@@ -40,7 +40,14 @@ describe('parseFleetFile', () => {
       scheduling: 'Packed',
       template: { labels: { gpu: 'none' }, command: [], env: { SMELTER_OUTPUT_FRAMERATE: '25' } },
       drain: { onRelease: 'Replace', flushTimeMs: 250, maxDrainTimeMs: 7_200_000 },
-      health: { startupTimeoutMs: 60_000, periodMs: 500, failureThreshold: 3 },
+      health: {
+        startupTimeoutMs: 60_000,
+        periodMs: 500,
+        failureThreshold: 3,
+        readiness: 'Smelter',
+        leaseTimeoutMs: 3000,
+        sdkHealthTimeoutMs: 0,
+      },
     });
   });
 

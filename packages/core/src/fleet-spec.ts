@@ -32,6 +32,12 @@ export interface FleetSpec {
     periodMs: number;
     /** Consecutive failed polls that make a server Unhealthy. */
     failureThreshold: number;
+    /** Smelter: Ready once Smelter answers. SdkReady: also wait for code in the image to call SDK Ready. */
+    readiness: 'Smelter' | 'SdkReady';
+    /** A server whose sidecar is silent this long is Unhealthy, ms. */
+    leaseTimeoutMs: number;
+    /** When non-zero, SDK Health pings silent this long (after the first) make the server Unhealthy, ms. */
+    sdkHealthTimeoutMs: number;
   };
 }
 
@@ -148,9 +154,15 @@ export function fleetSpecFromObject(doc: unknown): FleetSpec {
   if (!Array.isArray(command) || !command.every((c) => typeof c === 'string' && c !== ''))
     throw new Invalid(['spec', 'template', 'spec', 'command'], 'must be a list of non-empty strings (argv)');
   const drain = object(spec.drain, ['spec', 'drain'], ['onRelease', 'flushTime', 'maxDrainTime']);
-  const health = object(spec.health, ['spec', 'health'], ['startupTimeout', 'period', 'failureThreshold']);
+  const health = object(
+    spec.health,
+    ['spec', 'health'],
+    ['startupTimeout', 'period', 'failureThreshold', 'readiness', 'leaseTimeout', 'sdkHealthTimeout'],
+  );
   const period = duration(health.period, ['spec', 'health', 'period'], 500, 60_000);
   if (period < 50) throw new Invalid(['spec', 'health', 'period'], 'must be at least 50ms');
+  const leaseTimeout = duration(health.leaseTimeout, ['spec', 'health', 'leaseTimeout'], 3000, 600_000);
+  if (leaseTimeout < 500) throw new Invalid(['spec', 'health', 'leaseTimeout'], 'must be at least 500ms');
   return {
     name,
     replicas: int(spec.replicas, ['spec', 'replicas'], 3, 0, 10_000),
@@ -170,6 +182,9 @@ export function fleetSpecFromObject(doc: unknown): FleetSpec {
       startupTimeoutMs: duration(health.startupTimeout, ['spec', 'health', 'startupTimeout'], 60_000),
       periodMs: period,
       failureThreshold: int(health.failureThreshold, ['spec', 'health', 'failureThreshold'], 3, 1, 100),
+      readiness: oneOf(health.readiness, ['spec', 'health', 'readiness'], ['Smelter', 'SdkReady'] as const, 'Smelter'),
+      leaseTimeoutMs: leaseTimeout,
+      sdkHealthTimeoutMs: duration(health.sdkHealthTimeout, ['spec', 'health', 'sdkHealthTimeout'], 0, 3_600_000),
     },
   };
 }

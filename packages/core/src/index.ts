@@ -10,3 +10,7 @@ export * from './channel.js';
 export * from './store.js';
 export * from './runtime.js';
 export * from './ids.js';
+export * from './sdk.js';
+export * from './backoff.js';
+export * from './link-token.js';
+export * from './composition.js';

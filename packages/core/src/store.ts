@@ -2,7 +2,9 @@ import type { FleetSpec } from './fleet-spec.js';
 import type { ServerEvent } from './states.js';
 import type { Allocation, AllocationRequest, Ports, ServerRecord } from './types.js';
 
-export type NewServer = Omit<ServerRecord, 'state' | 'createdAt' | 'stateChangedAt' | 'version'>;
+export type NewServer = Omit<ServerRecord, 'state' | 'createdAt' | 'stateChangedAt' | 'version' | 'annotations'> & {
+  annotations?: Record<string, string>;
+};
 
 export interface ServerUpdate {
   /** Lifecycle event, applied through the transition table; rejected ones throw FAILED_PRECONDITION. */
@@ -12,6 +14,7 @@ export interface ServerUpdate {
   ports?: Ports;
   reason?: string;
   labels?: Record<string, string>;
+  annotations?: Record<string, string>;
   /** Fail with ABORTED unless the stored version is this one. */
   expectedVersion?: number;
 }
@@ -53,6 +56,13 @@ export interface Store {
   release(compositionId: string): Promise<Allocation>;
   getAllocation(compositionId: string): Promise<Allocation | undefined>;
   listAllocations(filter?: { fleet?: string }): Promise<Allocation[]>;
+
+  /**
+   * Renews the server's liveness lease (its sidecar is alive) for `ttlMs` from now. When a lease runs
+   * out unrenewed, the store itself marks the server Unhealthy (HealthFailed), with no poller.
+   * NOT_FOUND if there is no such server.
+   */
+  renewLease(name: string, ttlMs: number): Promise<void>;
 
   /** Change feed from now on; ends when the signal aborts. */
   watch(signal: AbortSignal): AsyncIterable<StoreEvent>;

@@ -15,6 +15,8 @@ export interface ServerRecord {
   address: string;
   ports: Ports;
   labels: Record<string, string>;
+  /** Free-form notes (SDK annotations land here). */
+  annotations: Record<string, string>;
   /** Host the server runs on (for Packed/Distributed scheduling). */
   node: string;
   /** Composition it holds while Allocated, and while Draining after it. */

@@ -40,6 +40,7 @@ export class MemoryStore implements Store {
   // Ready servers by fleet and node, each list sorted by compareAge.
   private readonly readyByFleet = new Map<string, Map<string, ServerRecord[]>>();
   private readonly allocatedByFleetNode = new Map<string, Map<string, number>>();
+  private readonly leases = new Map<string, { ttlMs: number; timer: NodeJS.Timeout }>();
 
   constructor(options: MemoryStoreOptions = {}) {
     this.clock = options.clock ?? systemClock;
@@ -70,7 +71,7 @@ export class MemoryStore implements Store {
     if (this.servers.has(server.name)) throw new FleetError('ALREADY_EXISTS', `server "${server.name}" already exists`);
     const now = this.clock.now();
     const record: ServerRecord = {
-      ...copyServer(server as ServerRecord),
+      ...copyServer({ ...server, annotations: server.annotations ?? {} } as ServerRecord),
       state: 'Starting',
       createdAt: now,
       stateChangedAt: now,
@@ -115,6 +116,7 @@ export class MemoryStore implements Store {
     if (update.address !== undefined) next.address = update.address;
     if (update.ports !== undefined) next.ports = { ...update.ports };
     if (update.labels !== undefined) next.labels = { ...update.labels };
+    if (update.annotations !== undefined) next.annotations = { ...update.annotations };
     if (update.reason !== undefined) next.reason = update.reason;
     next.version = server.version + 1;
     this.put(next);
@@ -129,6 +131,7 @@ export class MemoryStore implements Store {
     if (server.state === 'Allocated')
       throw new FleetError('FAILED_PRECONDITION', `server "${name}" is Allocated to "${server.compositionId}"`);
     this.drop(server);
+    this.clearLease(name);
     if (server.compositionId) this.endAllocation(server.compositionId, name);
     this.emit({ type: 'server', server: copyServer(server), removed: true });
   }
@@ -209,6 +212,19 @@ export class MemoryStore implements Store {
     return out;
   }
 
+  async renewLease(name: string, ttlMs: number): Promise<void> {
+    if (!this.servers.has(name)) throw new FleetError('NOT_FOUND', `server "${name}" not found`);
+    const lease = this.leases.get(name);
+    if (lease && lease.ttlMs === ttlMs) {
+      lease.timer.refresh();
+      return;
+    }
+    this.clearLease(name);
+    const timer = setTimeout(() => this.expireLease(name, ttlMs), ttlMs);
+    timer.unref();
+    this.leases.set(name, { ttlMs, timer });
+  }
+
   watch(signal: AbortSignal): AsyncIterable<StoreEvent> {
     const channel = new Channel<StoreEvent>(signal);
     this.watchers.add(channel);
@@ -217,6 +233,7 @@ export class MemoryStore implements Store {
   }
 
   async close(): Promise<void> {
+    for (const name of [...this.leases.keys()]) this.clearLease(name);
     for (const w of this.watchers) w.close();
     this.watchers.clear();
   }
@@ -288,6 +305,18 @@ export class MemoryStore implements Store {
     }
   }
 
+  private clearLease(name: string): void {
+    clearTimeout(this.leases.get(name)?.timer);
+    this.leases.delete(name);
+  }
+
+  private expireLease(name: string, ttlMs: number): void {
+    this.leases.delete(name);
+    const server = this.servers.get(name);
+    if (!server || !transition(server.state, 'HealthFailed').ok || server.state === 'Unhealthy') return;
+    void this.updateServer(name, { event: 'HealthFailed', reason: `sidecar silent for ${ttlMs} ms (lease expired)` });
+  }
+
   private endAllocation(compositionId: string, serverName: string): void {
     const allocation = this.allocations.get(compositionId);
     if (!allocation || allocation.serverName !== serverName) return;
@@ -306,7 +335,12 @@ export class MemoryStore implements Store {
 }
 
 // Records are flat but for these maps; copying them by hand is far cheaper than structuredClone.
-const copyServer = (s: ServerRecord): ServerRecord => ({ ...s, ports: { ...s.ports }, labels: { ...s.labels } });
+const copyServer = (s: ServerRecord): ServerRecord => ({
+  ...s,
+  ports: { ...s.ports },
+  labels: { ...s.labels },
+  annotations: { ...s.annotations },
+});
 const copyAllocation = (a: Allocation): Allocation => ({ ...a, ports: { ...a.ports }, metadata: { ...a.metadata } });
 
 /** Where `server` goes in a list sorted by compareAge (binary search). */

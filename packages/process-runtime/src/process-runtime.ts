@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { createInterface } from 'node:readline';
 import {
   FleetError,
+  SIDECAR_ENV,
   silentLogger,
   type LaunchedServer,
   type Logger,
@@ -21,6 +22,12 @@ export interface ProcessRuntimeOptions {
   stopGraceMs?: number;
   /** Environment every server starts with (Smelter's own variables are set per server on top). Default: none. */
   env?: Readonly<Record<string, string>>;
+  /**
+   * Run each server under its sidecar (`smelter-fleet supervise`): `command` is the supervise argv
+   * (the Smelter command follows `--`), `link` the fleet link address, `linkToken` the token per server.
+   * Without it, Smelter runs bare (benchmarks, tests of the runtime itself).
+   */
+  sidecar?: { command: readonly string[]; link: string; linkToken: (serverName: string) => string };
   logger?: Logger;
 }
 
@@ -53,11 +60,14 @@ export class ProcessRuntime implements Runtime {
     signal?.throwIfAborted();
     if (this.running.has(launch.name))
       throw new FleetError('ALREADY_EXISTS', `server "${launch.name}" is already running`);
-    const [command, ...args] = launch.command.length > 0 ? launch.command : this.options.defaultCommand;
-    if (!command) throw new FleetError('INVALID_ARGUMENT', 'no Smelter command configured');
-    const [api, whipWhep, rtmp] = (await this.ports.take(3)) as [number, number, number];
+    const smelter = launch.command.length > 0 ? launch.command : this.options.defaultCommand;
+    if (smelter.length === 0) throw new FleetError('INVALID_ARGUMENT', 'no Smelter command configured');
+    const sidecar = this.options.sidecar;
+    const taken = await this.ports.take(sidecar ? 5 : 3);
+    const [api, whipWhep, rtmp, sdkGrpc, sdkHttp] = taken as [number, number, number, number, number];
     const ports = { api, whip_whep: whipWhep, rtmp };
-    const child = spawn(command, args, {
+    const [command, ...args] = sidecar ? [...sidecar.command, '--', ...smelter] : smelter;
+    const child = spawn(command!, args, {
       env: {
         ...this.options.env,
         ...launch.env,
@@ -66,6 +76,13 @@ export class ProcessRuntime implements Runtime {
         SMELTER_WHIP_WHEP_SERVER_PORT: String(whipWhep),
         SMELTER_RTMP_SERVER_PORT: String(rtmp),
         SMELTER_EMULATOR_HOST: this.address,
+        ...(sidecar && {
+          [SIDECAR_ENV.name]: launch.name,
+          [SIDECAR_ENV.link]: sidecar.link,
+          [SIDECAR_ENV.linkToken]: sidecar.linkToken(launch.name),
+          [SIDECAR_ENV.sdkGrpcPort]: String(sdkGrpc),
+          [SIDECAR_ENV.sdkHttpPort]: String(sdkHttp),
+        }),
       },
       // Own process group: a terminal's Ctrl-C reaches only the fleet, which then stops each server in order.
       detached: true,
@@ -92,8 +109,15 @@ export class ProcessRuntime implements Runtime {
       child.once('error', reject);
     });
     child.once('exit', (code, sig) => {
+      // Whatever the server left behind in its group (a supervised Smelter whose sidecar died) goes too.
+      if (child.pid !== undefined)
+        try {
+          process.kill(-child.pid, 'SIGKILL');
+        } catch {
+          // group already empty
+        }
       this.running.delete(launch.name);
-      this.ports.give(Object.values(ports));
+      this.ports.give(taken);
       const exit: ServerExit = {
         name: launch.name,
         code,
@@ -113,7 +137,7 @@ export class ProcessRuntime implements Runtime {
       await spawned;
     } catch (err) {
       this.running.delete(launch.name);
-      this.ports.give(Object.values(ports));
+      this.ports.give(taken);
       throw new FleetError('FAILED_PRECONDITION', `cannot start "${command}": ${(err as Error).message}`, {
         cause: err,
       });

@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url';
 import type { ServerRecord, Store } from '@smelter-fleet/core';
 
 /** Whether a process id is still running. */
@@ -26,3 +27,6 @@ export async function untilServers(store: Store, ready: (servers: ServerRecord[]
     ac.abort();
   }
 }
+
+/** The built CLI (`smelter-fleet`), for tests that run its subcommands as processes (e.g. `supervise`). */
+export const cliBinPath = fileURLToPath(new URL('../../cli/dist/bin.js', import.meta.url));

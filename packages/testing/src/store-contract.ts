@@ -16,7 +16,14 @@ export function fleetSpec(name: string, overrides: Partial<FleetSpec> = {}): Fle
     scheduling: 'Packed',
     template: { labels: {}, command: [], env: {} },
     drain: { onRelease: 'Recycle', flushTimeMs: 0, maxDrainTimeMs: 3_600_000 },
-    health: { startupTimeoutMs: 10_000, periodMs: 100, failureThreshold: 3 },
+    health: {
+      startupTimeoutMs: 10_000,
+      periodMs: 100,
+      failureThreshold: 3,
+      readiness: 'Smelter',
+      leaseTimeoutMs: 3000,
+      sdkHealthTimeoutMs: 0,
+    },
     ...overrides,
   };
 }
@@ -250,6 +257,34 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         'allocation:true',
       ]);
       expect(summary(e2)).toEqual(summary(e1));
+    });
+
+    it('keeps SDK annotations on the record', async () => {
+      await store.addServer(newServer('s1', 'f'));
+      expect((await store.getServer('s1'))?.annotations).toEqual({});
+      const s = await store.updateServer('s1', { annotations: { 'sdk.smelterfleet.dev/a': 'x' } });
+      expect(s.annotations).toEqual({ 'sdk.smelterfleet.dev/a': 'x' });
+      expect((await store.getServer('s1'))?.annotations).toEqual({ 'sdk.smelterfleet.dev/a': 'x' });
+    });
+
+    it('marks a server Unhealthy when its lease runs out, and only then', async () => {
+      await expectCode(store.renewLease('nobody', 1000), 'NOT_FOUND');
+      await readyServer(store, 'kept', 'f');
+      await readyServer(store, 'silent', 'f');
+      const ac = new AbortController();
+      const expired = collect(store.watch(ac.signal), (seen) =>
+        seen.some((e) => e.type === 'server' && e.server.state === 'Unhealthy'),
+      );
+      // A short lease renewed with a long one must not expire at the short one's time.
+      await store.renewLease('kept', 30);
+      await store.renewLease('kept', 60_000);
+      await store.renewLease('silent', 150);
+      const events = await expired;
+      ac.abort();
+      const unhealthy = events.filter((e) => e.type === 'server' && e.server.state === 'Unhealthy');
+      expect(unhealthy.map((e) => e.type === 'server' && e.server.name)).toEqual(['silent']);
+      expect((await store.getServer('silent'))?.reason).toMatch(/lease/);
+      expect((await store.getServer('kept'))?.state).toBe('Ready');
     });
 
     it('ends a watch when its signal aborts', async () => {

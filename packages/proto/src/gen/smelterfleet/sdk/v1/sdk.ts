@@ -26,6 +26,8 @@ export interface HealthResponse {
 }
 
 export interface ShutdownRequest {
+  /** Optional reason, recorded with the server's state change. */
+  reason: string;
 }
 
 export interface ShutdownResponse {
@@ -80,7 +82,11 @@ export interface Server {
   compositionMetadata: { [key: string]: string };
   labels: { [key: string]: string };
   annotations: { [key: string]: string };
-  stateChangedAt: Date | undefined;
+  stateChangedAt:
+    | Date
+    | undefined;
+  /** The composition's token (secret: never log it), while the allocation is live. */
+  compositionToken: string;
 }
 
 export interface Server_PortsEntry {
@@ -312,11 +318,14 @@ export const HealthResponse: MessageFns<HealthResponse> = {
 };
 
 function createBaseShutdownRequest(): ShutdownRequest {
-  return {};
+  return { reason: "" };
 }
 
 export const ShutdownRequest: MessageFns<ShutdownRequest> = {
-  encode(_: ShutdownRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+  encode(message: ShutdownRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.reason !== "") {
+      writer.uint32(10).string(message.reason);
+    }
     return writer;
   },
 
@@ -333,6 +342,14 @@ export const ShutdownRequest: MessageFns<ShutdownRequest> = {
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -345,20 +362,24 @@ export const ShutdownRequest: MessageFns<ShutdownRequest> = {
     }
   },
 
-  fromJSON(_: any): ShutdownRequest {
-    return {};
+  fromJSON(object: any): ShutdownRequest {
+    return { reason: isSet(object.reason) ? globalThis.String(object.reason) : "" };
   },
 
-  toJSON(_: ShutdownRequest): unknown {
+  toJSON(message: ShutdownRequest): unknown {
     const obj: any = {};
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
     return obj;
   },
 
   create(base?: DeepPartial<ShutdownRequest>): ShutdownRequest {
     return ShutdownRequest.fromPartial(base ?? {});
   },
-  fromPartial(_: DeepPartial<ShutdownRequest>): ShutdownRequest {
+  fromPartial(object: DeepPartial<ShutdownRequest>): ShutdownRequest {
     const message = createBaseShutdownRequest();
+    message.reason = object.reason ?? "";
     return message;
   },
 };
@@ -1062,6 +1083,7 @@ function createBaseServer(): Server {
     labels: {},
     annotations: {},
     stateChangedAt: undefined,
+    compositionToken: "",
   };
 }
 
@@ -1096,6 +1118,9 @@ export const Server: MessageFns<Server> = {
     });
     if (message.stateChangedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.stateChangedAt), writer.uint32(82).fork()).join();
+    }
+    if (message.compositionToken !== "") {
+      writer.uint32(90).string(message.compositionToken);
     }
     return writer;
   },
@@ -1205,6 +1230,14 @@ export const Server: MessageFns<Server> = {
             message.stateChangedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.compositionToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1302,6 +1335,11 @@ export const Server: MessageFns<Server> = {
         : isSet(object.state_changed_at)
         ? fromJsonTimestamp(object.state_changed_at)
         : undefined,
+      compositionToken: isSet(object.compositionToken)
+        ? globalThis.String(object.compositionToken)
+        : isSet(object.composition_token)
+        ? globalThis.String(object.composition_token)
+        : "",
     };
   },
 
@@ -1361,6 +1399,9 @@ export const Server: MessageFns<Server> = {
     if (message.stateChangedAt !== undefined) {
       obj.stateChangedAt = message.stateChangedAt.toISOString();
     }
+    if (message.compositionToken !== "") {
+      obj.compositionToken = message.compositionToken;
+    }
     return obj;
   },
 
@@ -1409,6 +1450,7 @@ export const Server: MessageFns<Server> = {
       {},
     );
     message.stateChangedAt = object.stateChangedAt ?? undefined;
+    message.compositionToken = object.compositionToken ?? "";
     return message;
   },
 };
@@ -1768,7 +1810,10 @@ export const SDKDefinition = {
       responseStream: false,
       options: {},
     },
-    /** Health is a client stream of pings; a silent stream marks the server Unhealthy. */
+    /**
+     * Health is a client stream of pings; when the fleet sets an SDK health timeout, silence past it
+     * (after the first ping) marks the server Unhealthy.
+     */
     health: {
       name: "Health",
       requestType: HealthRequest as typeof HealthRequest,
@@ -1786,7 +1831,7 @@ export const SDKDefinition = {
       responseStream: false,
       options: {},
     },
-    /** SetLabel sets a label on the server ("sdk." prefixed), usable by allocation selectors. */
+    /** SetLabel sets a label on the server (stored as "sdk.smelterfleet.dev/<key>"), usable by allocation selectors. */
     setLabel: {
       name: "SetLabel",
       requestType: SetLabelRequest as typeof SetLabelRequest,
@@ -1795,7 +1840,7 @@ export const SDKDefinition = {
       responseStream: false,
       options: {},
     },
-    /** SetAnnotation sets an annotation on the server ("sdk." prefixed). */
+    /** SetAnnotation sets an annotation on the server (stored as "sdk.smelterfleet.dev/<key>"). */
     setAnnotation: {
       name: "SetAnnotation",
       requestType: SetAnnotationRequest as typeof SetAnnotationRequest,
@@ -1837,16 +1882,19 @@ export const SDKDefinition = {
 export interface SDKServiceImplementation<CallContextExt = {}> {
   /** Ready marks the server ready to be allocated. */
   ready(request: ReadyRequest, context: CallContext & CallContextExt): Promise<DeepPartial<ReadyResponse>>;
-  /** Health is a client stream of pings; a silent stream marks the server Unhealthy. */
+  /**
+   * Health is a client stream of pings; when the fleet sets an SDK health timeout, silence past it
+   * (after the first ping) marks the server Unhealthy.
+   */
   health(
     request: AsyncIterable<HealthRequest>,
     context: CallContext & CallContextExt,
   ): Promise<DeepPartial<HealthResponse>>;
   /** Shutdown drains the server, then stops it. */
   shutdown(request: ShutdownRequest, context: CallContext & CallContextExt): Promise<DeepPartial<ShutdownResponse>>;
-  /** SetLabel sets a label on the server ("sdk." prefixed), usable by allocation selectors. */
+  /** SetLabel sets a label on the server (stored as "sdk.smelterfleet.dev/<key>"), usable by allocation selectors. */
   setLabel(request: SetLabelRequest, context: CallContext & CallContextExt): Promise<DeepPartial<SetLabelResponse>>;
-  /** SetAnnotation sets an annotation on the server ("sdk." prefixed). */
+  /** SetAnnotation sets an annotation on the server (stored as "sdk.smelterfleet.dev/<key>"). */
   setAnnotation(
     request: SetAnnotationRequest,
     context: CallContext & CallContextExt,
@@ -1868,16 +1916,19 @@ export interface SDKServiceImplementation<CallContextExt = {}> {
 export interface SDKClient<CallOptionsExt = {}> {
   /** Ready marks the server ready to be allocated. */
   ready(request: DeepPartial<ReadyRequest>, options?: CallOptions & CallOptionsExt): Promise<ReadyResponse>;
-  /** Health is a client stream of pings; a silent stream marks the server Unhealthy. */
+  /**
+   * Health is a client stream of pings; when the fleet sets an SDK health timeout, silence past it
+   * (after the first ping) marks the server Unhealthy.
+   */
   health(
     request: AsyncIterable<DeepPartial<HealthRequest>>,
     options?: CallOptions & CallOptionsExt,
   ): Promise<HealthResponse>;
   /** Shutdown drains the server, then stops it. */
   shutdown(request: DeepPartial<ShutdownRequest>, options?: CallOptions & CallOptionsExt): Promise<ShutdownResponse>;
-  /** SetLabel sets a label on the server ("sdk." prefixed), usable by allocation selectors. */
+  /** SetLabel sets a label on the server (stored as "sdk.smelterfleet.dev/<key>"), usable by allocation selectors. */
   setLabel(request: DeepPartial<SetLabelRequest>, options?: CallOptions & CallOptionsExt): Promise<SetLabelResponse>;
-  /** SetAnnotation sets an annotation on the server ("sdk." prefixed). */
+  /** SetAnnotation sets an annotation on the server (stored as "sdk.smelterfleet.dev/<key>"). */
   setAnnotation(
     request: DeepPartial<SetAnnotationRequest>,
     options?: CallOptions & CallOptionsExt,
