@@ -1,28 +1,15 @@
 import { afterEach, beforeEach, describe, expect, it, jest } from '@jest/globals';
 import { startAllocatorServer, type AllocatorServer } from '@smelter-fleet/allocator';
-import { linkToken, type FleetSpec, type LogFields, type Logger, type ServerRecord } from '@smelter-fleet/core';
+import { linkToken, type FleetSpec, type ServerRecord } from '@smelter-fleet/core';
 import { MemoryStore } from '@smelter-fleet/memory-store';
 import { ProcessRuntime } from '@smelter-fleet/process-runtime';
 import { emulatorMainPath } from '@smelter-fleet/smelter-emulator';
-import { alive, cliBinPath, fleetSpec, untilServers as until } from '@smelter-fleet/testing';
+import { alive, cliBinPath, fleetSpec, recordingLogger, untilServers as until } from '@smelter-fleet/testing';
 import { FleetController } from './controller.js';
 
 jest.setTimeout(30_000);
 
 const inState = (servers: ServerRecord[], state: string) => servers.filter((s) => s.state === state);
-function recordingLogger(): Logger & { entries: { level: string; msg: string; fields: LogFields }[] } {
-  const entries: { level: string; msg: string; fields: LogFields }[] = [];
-  const logger = {
-    entries,
-    debug: () => {},
-    info: (msg: string, fields: LogFields = {}) => void entries.push({ level: 'info', msg, fields }),
-    warn: (msg: string, fields: LogFields = {}) => void entries.push({ level: 'warn', msg, fields }),
-    error: (msg: string, fields: LogFields = {}) => void entries.push({ level: 'error', msg, fields }),
-    child: () => logger,
-  };
-  return logger;
-}
-
 const smelter = (s: ServerRecord, path: string, body?: unknown) =>
   fetch(`http://${s.address}:${s.ports.api}${path}`, {
     method: body === undefined ? 'GET' : 'POST',

@@ -48,6 +48,13 @@ export class CompositionWatch {
     return `every output ended: ${parts.join(', ')}`;
   }
 
+  /** The outputs seen and how each stands, e.g. `a live, b done`. */
+  describe(): string {
+    return [...this.outputs]
+      .map(([id, fate]) => `${id} ${fate === 'failed' ? 'failed (critical error)' : fate}`)
+      .join(', ');
+  }
+
   /** When `finished` will next change its answer if nothing else happens, or undefined. */
   settlesAt(): number | undefined {
     return this.overSince === undefined ? undefined : this.overSince + this.settleMs;

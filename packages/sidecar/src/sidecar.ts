@@ -65,6 +65,7 @@ export class Sidecar {
   private readonly reportListeners = new Set<(report: linkV1.SidecarReport) => void>();
   private readonly serverWatchers = new Set<Channel<sdkV1.Server>>();
   private lastReport = '';
+  private lastOutputs: string | undefined;
 
   constructor(options: SidecarOptions) {
     this.serverName = options.serverName;
@@ -93,7 +94,10 @@ export class Sidecar {
       },
       {
         observe: (obs) => this.observe(obs),
-        outputs: (ids) => this.composition?.observeOutputs(ids, this.clock.now()),
+        outputs: (ids) => {
+          this.composition?.observeOutputs(ids, this.clock.now());
+          this.logOutputs();
+        },
         event: (e) => this.outputEvent(e),
         tick: () => this.tick(),
       },
@@ -266,6 +270,7 @@ export class Sidecar {
 
   private outputEvent(e: OutputEvent): void {
     this.composition?.observeEvent(e, this.clock.now());
+    this.logOutputs();
     this.tick();
   }
 
@@ -279,6 +284,13 @@ export class Sidecar {
     const c = this.composition;
     const why = c?.finished(now);
     if (c && why) this.finish(c.compositionId, why);
+  }
+
+  private logOutputs(): void {
+    const outputs = this.composition?.describe();
+    if (outputs === undefined || outputs === this.lastOutputs) return;
+    this.lastOutputs = outputs;
+    this.logger.info('composition outputs', { composition: this.composition!.compositionId, outputs });
   }
 
   private finish(id: string, reason: string): void {

@@ -154,6 +154,7 @@ export class SmelterWatch {
         this.options.logger.warn('unreadable /ws frame from Smelter');
       }
     });
+    ws.on('open', () => this.options.logger.info('Smelter /ws connected'));
     ws.on('error', () => undefined); // 'close' follows
     ws.on('close', () => {
       if (this.ws !== ws) return;

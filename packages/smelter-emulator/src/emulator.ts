@@ -138,6 +138,8 @@ export async function startEmulator(options: EmulatorOptions = {}, signal?: Abor
   const timers = new Set<NodeJS.Timeout>();
   const sockets = new Set<Socket>();
   const wss = new WebSocketServer({ noServer: true });
+  let wsAccepted = 0;
+  wss.on('connection', () => wsAccepted++);
 
   const later = (ms: number, fn: () => void) => {
     const t = setTimeout(() => {
@@ -402,6 +404,11 @@ export async function startEmulator(options: EmulatorOptions = {}, signal?: Abor
       hung = true;
       return;
     }
+    if (path === '/_emulator/ws/drop') {
+      for (const c of wss.clients) c.terminate();
+      return send(res, 200, {});
+    }
+    if (path === '/_emulator/ws') return send(res, 200, { open: wss.clients.size, accepted: wsAccepted });
     if (path === '/_emulator/fail-next-reset') {
       failNextReset = true;
       return send(res, 200, {});

@@ -1,0 +1,1 @@
+export { connectSdk, SmelterFleetSdk, type SdkCallOptions, type SdkOptions, type Server } from './client.js';
