@@ -7,7 +7,7 @@ import {
 import { errorMiddleware } from '@smelter-fleet/allocator';
 import { FleetError, isFleetError, invalidArgument, type FleetErrorCode, type Logger } from '@smelter-fleet/core';
 import { sdkV1 } from '@smelter-fleet/proto';
-import { createServer, type ServiceImplementation } from 'nice-grpc';
+import { createServer, ServerError, Status, type ServerMiddleware, type ServiceImplementation } from 'nice-grpc';
 import type { Sidecar } from './sidecar.js';
 
 export interface SdkServerOptions {
@@ -30,9 +30,62 @@ export interface SdkServer {
   close(): Promise<void>;
 }
 
-/** Largest SDK call accepted, bytes (an annotation value may be 64 KiB). */
+/** Largest HTTP SDK call read, bytes (an annotation value may be 64 KiB). */
 const MAX_BODY = 256 * 1024;
+/** Largest gRPC SDK message (gRPC's default): below it, a too-large value is INVALID_ARGUMENT by our own checks. */
+const MAX_GRPC_MESSAGE = 4 * 1024 * 1024;
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+
+const UNDECODABLE = Symbol('undecodable');
+type TsProtoMethod = {
+  name: string;
+  requestType: {
+    decode(b: Uint8Array): unknown;
+    encode(m: unknown): { finish(): Uint8Array };
+    fromPartial(m: unknown): unknown;
+  };
+  responseType: {
+    decode(b: Uint8Array): unknown;
+    encode(m: unknown): { finish(): Uint8Array };
+    fromPartial(m: unknown): unknown;
+  };
+  requestStream: boolean;
+  responseStream: boolean;
+  options: object;
+};
+
+/**
+ * The SDK definition with a decoder that never throws: grpc-js answers an undecodable request with
+ * INTERNAL; garbage from a caller is INVALID_ARGUMENT (see `rejectUndecodable`).
+ */
+function tolerantDefinition(def: typeof sdkV1.SDKDefinition): typeof sdkV1.SDKDefinition {
+  const methods = Object.entries(def.methods as unknown as Record<string, TsProtoMethod>).map(([key, m]) => [
+    key,
+    {
+      path: `/${def.fullName}/${m.name}`,
+      requestStream: m.requestStream,
+      responseStream: m.responseStream,
+      requestDeserialize: (bytes: Uint8Array) => {
+        try {
+          return m.requestType.decode(bytes);
+        } catch (err) {
+          return { [UNDECODABLE]: `${m.name} request is not a valid protobuf message: ${(err as Error).message}` };
+        }
+      },
+      requestSerialize: (v: unknown) => m.requestType.encode(m.requestType.fromPartial(v)).finish(),
+      responseDeserialize: (bytes: Uint8Array) => m.responseType.decode(bytes),
+      responseSerialize: (v: unknown) => m.responseType.encode(m.responseType.fromPartial(v)).finish(),
+      options: m.options,
+    },
+  ]);
+  return Object.fromEntries(methods) as unknown as typeof sdkV1.SDKDefinition;
+}
+
+const rejectUndecodable: ServerMiddleware = async function* (call, context) {
+  const bad = (call.request as { [UNDECODABLE]?: string } | undefined)?.[UNDECODABLE];
+  if (bad) throw new ServerError(Status.INVALID_ARGUMENT, bad);
+  return yield* call.next(call.request, context);
+};
 
 function sdkService(sidecar: Sidecar): ServiceImplementation<typeof sdkV1.SDKDefinition> {
   return {
@@ -137,8 +190,10 @@ export async function startSdkServer(options: SdkServerOptions): Promise<SdkServ
         field: 'sdk host',
       },
     );
-  const grpc = createServer({ 'grpc.max_receive_message_length': MAX_BODY }).use(errorMiddleware(logger));
-  grpc.add(sdkV1.SDKDefinition, sdkService(sidecar));
+  const grpc = createServer({ 'grpc.max_receive_message_length': MAX_GRPC_MESSAGE })
+    .use(errorMiddleware(logger))
+    .use(rejectUndecodable);
+  grpc.add(tolerantDefinition(sdkV1.SDKDefinition), sdkService(sidecar));
   const grpcPort = await grpc.listen(`${host.includes(':') ? `[${host}]` : host}:${options.grpcPort ?? 9357}`);
 
   const routes = { ...httpRoutes(sidecar), ...options.extraRoutes };
