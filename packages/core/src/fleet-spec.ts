@@ -1,5 +1,20 @@
-import { LineCounter, parseAllDocuments, type Document } from 'yaml';
+import {
+  checkUniqueNames,
+  duration,
+  FleetSpecError,
+  int,
+  Invalid,
+  NAME,
+  object,
+  oneOf,
+  parseDocuments,
+  show,
+  str,
+  stringMap,
+} from './spec-parse.js';
 import type { Scheduling } from './selection.js';
+
+export { FleetSpecError, parseDurationMs } from './spec-parse.js';
 
 export const FLEET_API_VERSION = 'smelterfleet.dev/v1alpha1';
 export const FLEET_KIND = 'SmelterFleet';
@@ -39,95 +54,6 @@ export interface FleetSpec {
     /** When non-zero, SDK Health pings silent this long (after the first) make the server Unhealthy, ms. */
     sdkHealthTimeoutMs: number;
   };
-}
-
-/** A bad fleet file: names the file, the line and the path of the field, and why. */
-export class FleetSpecError extends Error {
-  override readonly name = 'FleetSpecError';
-  constructor(
-    readonly file: string,
-    readonly path: string,
-    readonly why: string,
-    readonly line?: number,
-    readonly column?: number,
-  ) {
-    super(`${file}${line ? `:${line}:${column ?? 1}` : ''}: ${path ? `${path}: ` : ''}${why}`);
-  }
-}
-
-type Path = (string | number)[];
-class Invalid extends Error {
-  constructor(
-    readonly path: Path,
-    readonly why: string,
-  ) {
-    super(why);
-  }
-}
-
-const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
-const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
-const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-
-/** Parses a duration such as `500ms`, `2s`, `5m`, `4h` (or a number of ms) into ms. */
-export function parseDurationMs(value: unknown): number | undefined {
-  if (typeof value === 'number' && Number.isInteger(value) && value >= 0) return value;
-  if (typeof value !== 'string') return undefined;
-  const m = DURATION.exec(value.trim());
-  if (!m) return undefined;
-  return Math.round(Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS]);
-}
-
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
-const show = (v: unknown) => JSON.stringify(v) ?? String(v);
-
-function object(v: unknown, path: Path, allowed: readonly string[]): Obj {
-  if (v === undefined || v === null) return {};
-  if (!isObj(v)) throw new Invalid(path, `must be a mapping (got ${show(v)})`);
-  for (const key of Object.keys(v))
-    if (!allowed.includes(key)) throw new Invalid([...path, key], `unknown field (allowed: ${allowed.join(', ')})`);
-  return v;
-}
-
-function str(v: unknown, path: Path, fallback?: string): string {
-  if (v === undefined && fallback !== undefined) return fallback;
-  if (typeof v !== 'string' || v === '') throw new Invalid(path, `must be a non-empty string (got ${show(v)})`);
-  return v;
-}
-
-function int(v: unknown, path: Path, fallback: number, min: number, max: number): number {
-  if (v === undefined) return fallback;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
-    throw new Invalid(path, `must be an integer from ${min} to ${max} (got ${show(v)})`);
-  return v;
-}
-
-function oneOf<T extends string>(v: unknown, path: Path, values: readonly T[], fallback: T): T {
-  if (v === undefined) return fallback;
-  if (!values.includes(v as T)) throw new Invalid(path, `must be one of ${values.join(', ')} (got ${show(v)})`);
-  return v as T;
-}
-
-function duration(v: unknown, path: Path, fallbackMs: number, maxMs = 7 * 24 * 3_600_000): number {
-  if (v === undefined) return fallbackMs;
-  const ms = parseDurationMs(v);
-  if (ms === undefined) throw new Invalid(path, `must be a duration like 500ms, 30s, 5m or 4h (got ${show(v)})`);
-  if (ms > maxMs) throw new Invalid(path, `must be at most ${maxMs / 3_600_000}h`);
-  return ms;
-}
-
-function stringMap(v: unknown, path: Path, keyPattern?: RegExp): Record<string, string> {
-  if (v === undefined || v === null) return {};
-  if (!isObj(v)) throw new Invalid(path, `must be a mapping of strings (got ${show(v)})`);
-  const out: Record<string, string> = {};
-  for (const [k, val] of Object.entries(v)) {
-    if (keyPattern && !keyPattern.test(k)) throw new Invalid([...path, k], 'is not a valid key');
-    if (typeof val !== 'string')
-      throw new Invalid([...path, k], `must be a string (got ${show(val)}); quote numbers and booleans`);
-    out[k] = val;
-  }
-  return out;
 }
 
 const LABEL_KEY = /^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
@@ -189,48 +115,10 @@ export function fleetSpecFromObject(doc: unknown): FleetSpec {
   };
 }
 
-function position(doc: Document, lines: LineCounter, path: Path): { line?: number; column?: number } {
-  // Point at the deepest node of the path that exists in the document.
-  for (let n = path.length; n >= 0; n--) {
-    const node = (n === 0 ? doc.contents : doc.getIn(path.slice(0, n), true)) as {
-      range?: [number, number, number];
-    } | null;
-    const offset = node?.range?.[0];
-    if (offset !== undefined) {
-      const { line, col } = lines.linePos(offset);
-      return { line, column: col };
-    }
-  }
-  return {};
-}
-
-/** Parses a fleet file (one or more YAML documents). Throws FleetSpecError. */
+/** Parses a fleet file of SmelterFleet documents only. Throws FleetSpecError. */
 export function parseFleetFile(text: string, file: string): FleetSpec[] {
-  const lines = new LineCounter();
-  const docs = parseAllDocuments(text, { lineCounter: lines, prettyErrors: false });
-  if (!Array.isArray(docs)) throw new FleetSpecError(file, '', 'no YAML document found');
-  const fleets: FleetSpec[] = [];
-  docs.forEach((doc, i) => {
-    const err = doc.errors[0];
-    if (err) {
-      const { line, col } = lines.linePos(err.pos[0]);
-      throw new FleetSpecError(file, '', `invalid YAML: ${err.message.split('\n')[0]}`, line, col);
-    }
-    if (doc.contents === null) return;
-    try {
-      fleets.push(fleetSpecFromObject(doc.toJS()));
-    } catch (e) {
-      if (!(e instanceof Invalid)) throw e;
-      const { line, column } = position(doc, lines, e.path);
-      const where = e.path.join('.');
-      throw new FleetSpecError(file, docs.length > 1 ? `[document ${i + 1}] ${where}` : where, e.why, line, column);
-    }
-  });
+  const fleets = parseDocuments(text, file, (doc) => fleetSpecFromObject(doc));
   if (fleets.length === 0) throw new FleetSpecError(file, '', 'no fleet found');
-  const seen = new Set<string>();
-  for (const f of fleets) {
-    if (seen.has(f.name)) throw new FleetSpecError(file, 'metadata.name', `fleet "${f.name}" is declared twice`);
-    seen.add(f.name);
-  }
+  checkUniqueNames(file, fleets, 'fleet');
   return fleets;
 }
