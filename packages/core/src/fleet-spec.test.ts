@@ -1,5 +1,12 @@
 import { describe, expect, it } from '@jest/globals';
-import { FleetSpecError, parseDurationMs, parseFleetFile } from './fleet-spec.js';
+import {
+  FleetSpecError,
+  parseDurationMs,
+  parseFleetFile,
+  parseManifest,
+  resolveIntOrPercent,
+  templateHash,
+} from './fleet-spec.js';
 
 const good = `apiVersion: smelterfleet.dev/v1alpha1
 kind: SmelterFleet
@@ -38,7 +45,13 @@ describe('parseFleetFile', () => {
       replicas: 2,
       region: 'local',
       scheduling: 'Packed',
-      template: { labels: { gpu: 'none' }, command: [], env: { SMELTER_OUTPUT_FRAMERATE: '25' } },
+      template: {
+        labels: { gpu: 'none' },
+        command: [],
+        env: { SMELTER_OUTPUT_FRAMERATE: '25' },
+        resources: { requests: {}, limits: {} },
+      },
+      strategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: '25%', maxUnavailable: '25%' } },
       drain: { onRelease: 'Replace', flushTimeMs: 250, maxDrainTimeMs: 7_200_000 },
       health: {
         startupTimeoutMs: 60_000,
@@ -104,4 +117,108 @@ describe('parseDurationMs', () => {
     ['2 hours', undefined],
     [-1, undefined],
   ])('%s -> %s', (input, ms) => expect(parseDurationMs(input)).toBe(ms));
+});
+
+describe('strategy, resources and template hash', () => {
+  const withSpec = (extra: string) => good.replace('  replicas: 2\n', `  replicas: 2\n${extra}`);
+
+  it('fills RollingUpdate 25%/25% and empty resources by default', () => {
+    const [fleet] = parseFleetFile(good, 'fleet.yaml');
+    expect(fleet!.strategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxSurge: '25%', maxUnavailable: '25%' } });
+    expect(fleet!.template.resources).toEqual({ requests: {}, limits: {} });
+  });
+
+  it('parses a strategy and resources', () => {
+    const [fleet] = parseFleetFile(
+      withSpec(
+        '  strategy:\n    type: RollingUpdate\n    rollingUpdate: { maxSurge: 2, maxUnavailable: 0 }\n' +
+          '  template:\n    spec:\n      resources:\n        requests: { cpu: 2, memory: 4Gi }\n        limits: { nvidia.com/gpu: "1" }\n',
+      ).replace(/\n {2}template:\n {4}metadata:[\s\S]*?"25"\n/, '\n'),
+      'fleet.yaml',
+    );
+    expect(fleet!.strategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxSurge: 2, maxUnavailable: 0 } });
+    expect(fleet!.template.resources).toEqual({ requests: { cpu: '2', memory: '4Gi' }, limits: { 'nvidia.com/gpu': '1' } });
+  });
+
+  it.each([
+    ['  strategy: { type: Rolling }\n', 'spec.strategy.type', 'must be one of RollingUpdate, Recreate (got "Rolling")'],
+    [
+      '  strategy: { rollingUpdate: { maxSurge: 150% } }\n',
+      'spec.strategy.rollingUpdate.maxSurge',
+      'must be a count (0 or more) or a percentage from 0% to 100% (got "150%")',
+    ],
+    [
+      '  strategy: { rollingUpdate: { maxSurge: 0, maxUnavailable: 0% } }\n',
+      'spec.strategy.rollingUpdate.maxUnavailable',
+      'may not be 0 when maxSurge is 0 too',
+    ],
+    [
+      '  strategy: { type: Recreate, rollingUpdate: { maxSurge: 1 } }\n',
+      'spec.strategy.rollingUpdate',
+      'only allowed with type RollingUpdate',
+    ],
+  ])('rejects %j naming the field', (extra, path, why) => {
+    const e = error(withSpec(extra));
+    expect(e.path).toBe(path);
+    expect(e.why).toBe(why);
+    expect(e.line).toBe(7);
+  });
+
+  it('rejects a bad quantity naming the field and line', () => {
+    const e = error(good.replace('      env:\n', '      resources:\n        limits:\n          memory: lots\n      env:\n'));
+    expect(e.path).toBe('spec.template.spec.resources.limits.memory');
+    expect(e.line).toBe(14);
+    expect(e.why).toBe('must be a quantity like 2, 500m or 4Gi (got "lots")');
+  });
+
+  it('hashes the template stably: key order does not matter, any change does', () => {
+    const [a] = parseFleetFile(good, 'fleet.yaml');
+    const t = a!.template;
+    const reordered = { env: { ...t.env }, command: [...t.command], labels: { ...t.labels }, resources: t.resources };
+    expect(templateHash(reordered)).toBe(templateHash(t));
+    expect(templateHash(t)).toMatch(/^[0-9a-f]{10}$/);
+    const changed = [
+      { ...t, env: { ...t.env, X: '1' } },
+      { ...t, labels: { ...t.labels, gpu: 't4' } },
+      { ...t, command: ['/bin/smelter'] },
+      { ...t, resources: { requests: { cpu: '1' }, limits: {} } },
+    ];
+    for (const c of changed) expect(templateHash(c)).not.toBe(templateHash(t));
+    // A missing resources block is the same as an empty one.
+    expect(templateHash({ labels: t.labels, command: t.command, env: t.env })).toBe(templateHash(t));
+  });
+
+  it('resolves int-or-percent like Kubernetes: surge rounds up, unavailable down', () => {
+    expect(resolveIntOrPercent('25%', 10, true)).toBe(3);
+    expect(resolveIntOrPercent('25%', 10, false)).toBe(2);
+    expect(resolveIntOrPercent('25%', 0, true)).toBe(0);
+    expect(resolveIntOrPercent(4, 10, false)).toBe(4);
+  });
+});
+
+describe('parseManifest', () => {
+  it('parses documents by kind and names an unknown kind', () => {
+    const objs = parseManifest(`${good}---\n${good.replace('name: local', 'name: other')}`, 'f.yaml');
+    expect(objs.map((o) => [o.kind, o.name])).toEqual([
+      ['SmelterFleet', 'local'],
+      ['SmelterFleet', 'other'],
+    ]);
+    expect((objs[0]!.raw as { spec: { replicas: number } }).spec.replicas).toBe(2);
+    try {
+      parseManifest(`${good}---\nkind: Nope\n`, 'f.yaml');
+      throw new Error('expected an error');
+    } catch (e) {
+      expect(e).toBeInstanceOf(FleetSpecError);
+      expect((e as FleetSpecError).message).toBe(
+        'f.yaml:19:7: [document 2] kind: must be one of SmelterFleet (got "Nope")',
+      );
+    }
+  });
+
+  it('accepts kinds a caller adds', () => {
+    const objs = parseManifest('kind: Thing\nname: t1\n', 'f.yaml', {
+      Thing: (doc) => ({ name: String((doc as { name: string }).name) }),
+    });
+    expect(objs).toEqual([{ kind: 'Thing', name: 't1', value: { name: 't1' }, raw: { kind: 'Thing', name: 't1' } }]);
+  });
 });

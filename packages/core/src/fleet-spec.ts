@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import {
   checkUniqueNames,
   duration,
@@ -10,6 +11,7 @@ import {
   parseDocuments,
   show,
   str,
+  type Path,
   stringMap,
 } from './spec-parse.js';
 import type { Scheduling } from './selection.js';
@@ -31,7 +33,11 @@ export interface FleetSpec {
     /** Smelter argv. Empty: $SMELTER_PATH, else the Smelter emulator. */
     command: string[];
     env: Record<string, string>;
+    /** Kubernetes resources (quantities as strings), carried for pods; the local runtime ignores them. */
+    resources?: TemplateResources;
   };
+  /** How servers of an older template are replaced. Absent: RollingUpdate, 25% / 25% (as the parser fills). */
+  strategy?: FleetStrategy;
   drain: {
     /** What a released server becomes: Recycle (`POST /api/reset`, back to Ready) or Replace. */
     onRelease: 'Recycle' | 'Replace';
@@ -56,6 +62,106 @@ export interface FleetSpec {
   };
 }
 
+export interface TemplateResources {
+  requests: Record<string, string>;
+  limits: Record<string, string>;
+}
+
+/** An absolute count, or a percentage such as "25%" of the fleet's warm pool. */
+export type IntOrPercent = number | string;
+
+export interface FleetStrategy {
+  /**
+   * RollingUpdate: new servers first (up to maxSurge extra), old Ready ones retired while at most maxUnavailable
+   * of the warm pool is missing. Recreate: old Ready servers stopped at once, new ones launched after.
+   * Both drain old Allocated servers: they leave when their composition ends, never before.
+   */
+  type: 'RollingUpdate' | 'Recreate';
+  rollingUpdate: { maxSurge: IntOrPercent; maxUnavailable: IntOrPercent };
+}
+
+export const DEFAULT_STRATEGY: FleetStrategy = {
+  type: 'RollingUpdate',
+  rollingUpdate: { maxSurge: '25%', maxUnavailable: '25%' },
+};
+
+/** The label each server carries with its template's hash (as Kubernetes' pod-template-hash). */
+export const TEMPLATE_HASH_LABEL = 'smelterfleet.dev/template-hash';
+
+function canonical(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(canonical);
+  if (v && typeof v === 'object')
+    return Object.fromEntries(
+      Object.keys(v)
+        .sort()
+        .map((k) => [k, canonical((v as Record<string, unknown>)[k])]),
+    );
+  return v;
+}
+
+/**
+ * A stable hash of the server template: the same template gives the same hash whatever the key order,
+ * and any change of labels, command, env or resources gives a new one. Replicas, drain and health
+ * policies are not part of it: changing them reconfigures servers in place, no rollout.
+ */
+export function templateHash(template: FleetSpec['template']): string {
+  const t = canonical({
+    labels: template.labels,
+    command: template.command,
+    env: template.env,
+    resources: template.resources ?? { requests: {}, limits: {} },
+  });
+  return createHash('sha256').update(JSON.stringify(t)).digest('hex').slice(0, 10);
+}
+
+/** Resolves an int-or-percent against `total`: percentages round up (surge) or down (unavailable). */
+export function resolveIntOrPercent(value: IntOrPercent, total: number, roundUp: boolean): number {
+  if (typeof value === 'number') return value;
+  const pct = Number(value.slice(0, -1));
+  const exact = (pct * total) / 100;
+  return roundUp ? Math.ceil(exact) : Math.floor(exact);
+}
+
+const PERCENT = /^(\d{1,3})%$/;
+function intOrPercent(v: unknown, path: Path, fallback: IntOrPercent): IntOrPercent {
+  if (v === undefined) return fallback;
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 10_000) return v;
+  const m = typeof v === 'string' ? PERCENT.exec(v) : null;
+  if (m && Number(m[1]) <= 100) return v as string;
+  throw new Invalid(path, `must be a count (0 or more) or a percentage from 0% to 100% (got ${show(v)})`);
+}
+
+// Kubernetes resource quantities: 2, 500m, 4Gi, 1.5...
+const QUANTITY = /^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$/;
+function quantities(v: unknown, path: Path): Record<string, string> {
+  if (v === undefined || v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v)) throw new Invalid(path, `must be a mapping (got ${show(v)})`);
+  const out: Record<string, string> = {};
+  for (const [k, q] of Object.entries(v as Record<string, unknown>)) {
+    if (!LABEL_KEY.test(k)) throw new Invalid([...path, k], 'is not a valid resource name');
+    const text = typeof q === 'number' ? String(q) : q;
+    if (typeof text !== 'string' || !QUANTITY.test(text))
+      throw new Invalid([...path, k], `must be a quantity like 2, 500m or 4Gi (got ${show(q)})`);
+    out[k] = text;
+  }
+  return out;
+}
+
+function strategyFrom(v: unknown): FleetStrategy {
+  const path = ['spec', 'strategy'];
+  const strategy = object(v, path, ['type', 'rollingUpdate']);
+  const type = oneOf(strategy.type, [...path, 'type'], ['RollingUpdate', 'Recreate'] as const, 'RollingUpdate');
+  if (type === 'Recreate' && strategy.rollingUpdate !== undefined)
+    throw new Invalid([...path, 'rollingUpdate'], 'only allowed with type RollingUpdate');
+  const ru = object(strategy.rollingUpdate, [...path, 'rollingUpdate'], ['maxSurge', 'maxUnavailable']);
+  const maxSurge = intOrPercent(ru.maxSurge, [...path, 'rollingUpdate', 'maxSurge'], '25%');
+  const maxUnavailable = intOrPercent(ru.maxUnavailable, [...path, 'rollingUpdate', 'maxUnavailable'], '25%');
+  const zero = (x: IntOrPercent) => x === 0 || x === '0%';
+  if (zero(maxSurge) && zero(maxUnavailable))
+    throw new Invalid([...path, 'rollingUpdate', 'maxUnavailable'], 'may not be 0 when maxSurge is 0 too');
+  return { type, rollingUpdate: { maxSurge, maxUnavailable } };
+}
+
 const LABEL_KEY = /^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -72,10 +178,11 @@ export function fleetSpecFromObject(doc: unknown): FleetSpec {
       ['metadata', 'name'],
       `"${name}" must be a lowercase DNS label (a-z, 0-9, '-', at most 63 characters)`,
     );
-  const spec = object(top.spec, ['spec'], ['replicas', 'region', 'scheduling', 'template', 'drain', 'health']);
+  const spec = object(top.spec, ['spec'], ['replicas', 'region', 'scheduling', 'strategy', 'template', 'drain', 'health']);
   const template = object(spec.template, ['spec', 'template'], ['metadata', 'spec']);
   const tmeta = object(template.metadata, ['spec', 'template', 'metadata'], ['labels']);
-  const tspec = object(template.spec, ['spec', 'template', 'spec'], ['command', 'env']);
+  const tspec = object(template.spec, ['spec', 'template', 'spec'], ['command', 'env', 'resources']);
+  const resources = object(tspec.resources, ['spec', 'template', 'spec', 'resources'], ['requests', 'limits']);
   const command = tspec.command ?? [];
   if (!Array.isArray(command) || !command.every((c) => typeof c === 'string' && c !== ''))
     throw new Invalid(['spec', 'template', 'spec', 'command'], 'must be a list of non-empty strings (argv)');
@@ -98,7 +205,12 @@ export function fleetSpecFromObject(doc: unknown): FleetSpec {
       labels: stringMap(tmeta.labels, ['spec', 'template', 'metadata', 'labels'], LABEL_KEY),
       command: command as string[],
       env: stringMap(tspec.env, ['spec', 'template', 'spec', 'env'], ENV_KEY),
+      resources: {
+        requests: quantities(resources.requests, ['spec', 'template', 'spec', 'resources', 'requests']),
+        limits: quantities(resources.limits, ['spec', 'template', 'spec', 'resources', 'limits']),
+      },
     },
+    strategy: strategyFrom(spec.strategy),
     drain: {
       onRelease: oneOf(drain.onRelease, ['spec', 'drain', 'onRelease'], ['Recycle', 'Replace'] as const, 'Recycle'),
       flushTimeMs: duration(drain.flushTime, ['spec', 'drain', 'flushTime'], 1000, 3_600_000),
@@ -121,4 +233,46 @@ export function parseFleetFile(text: string, file: string): FleetSpec[] {
   if (fleets.length === 0) throw new FleetSpecError(file, '', 'no fleet found');
   checkUniqueNames(file, fleets, 'fleet');
   return fleets;
+}
+
+/** Validates one document of a kind (already parsed to plain data); throws Invalid naming the field. */
+export type KindParser = (doc: unknown) => { name: string };
+
+/** One document of a fleet file, validated by the parser of its kind. */
+export interface ManifestObject {
+  kind: string;
+  name: string;
+  /** What the kind's parser returned (for SmelterFleet, a FleetSpec with defaults filled). */
+  value: { name: string };
+  /** The document as written, so apply can tell a field left out (keep the live value) from a default. */
+  raw: unknown;
+}
+
+/** The kinds `smelter-fleet apply` and `up` know by default; others (SmelterFleetAutoscaler) are added by callers. */
+export const FLEET_PARSERS: Readonly<Record<string, KindParser>> = { [FLEET_KIND]: fleetSpecFromObject };
+
+/**
+ * Parses a file of documents of several kinds, each with the parser of its `kind`. Errors name the file,
+ * line and field (an unknown kind names `kind`). Throws FleetSpecError.
+ */
+export function parseManifest(
+  text: string,
+  file: string,
+  parsers: Readonly<Record<string, KindParser>> = FLEET_PARSERS,
+): ManifestObject[] {
+  const objects = parseDocuments(text, file, (doc): ManifestObject => {
+    const kind = (doc as { kind?: unknown } | null)?.kind;
+    const parse = typeof kind === 'string' && Object.hasOwn(parsers, kind) ? parsers[kind] : undefined;
+    if (!parse) throw new Invalid(['kind'], `must be one of ${Object.keys(parsers).join(', ')} (got ${show(kind)})`);
+    const value = parse(doc);
+    return { kind: kind as string, name: value.name, value, raw: doc };
+  });
+  if (objects.length === 0) throw new FleetSpecError(file, '', 'no document found');
+  for (const kind of new Set(objects.map((o) => o.kind)))
+    checkUniqueNames(
+      file,
+      objects.filter((o) => o.kind === kind),
+      kind,
+    );
+  return objects;
 }

@@ -14,3 +14,7 @@ export * from './sdk.js';
 export * from './backoff.js';
 export * from './link-token.js';
 export * from './composition.js';
+export * from './events.js';
+export * from './cron.js';
+export * from './autoscaler-spec.js';
+export * from './autoscale.js';
