@@ -1,1 +1,2 @@
-export {};
+export { RedisStore, type RedisStoreOptions } from './redis-store.js';
+export { parseRedisUrl, type ParsedRedisUrl, type RedisTarget } from './config.js';

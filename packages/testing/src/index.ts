@@ -1,2 +1,3 @@
 export * from './store-contract.js';
 export * from './helpers.js';
+export * from './redis-server.js';
