@@ -124,7 +124,10 @@ describe('strategy, resources and template hash', () => {
 
   it('fills RollingUpdate 25%/25% and empty resources by default', () => {
     const [fleet] = parseFleetFile(good, 'fleet.yaml');
-    expect(fleet!.strategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxSurge: '25%', maxUnavailable: '25%' } });
+    expect(fleet!.strategy).toEqual({
+      type: 'RollingUpdate',
+      rollingUpdate: { maxSurge: '25%', maxUnavailable: '25%' },
+    });
     expect(fleet!.template.resources).toEqual({ requests: {}, limits: {} });
   });
 
@@ -137,7 +140,10 @@ describe('strategy, resources and template hash', () => {
       'fleet.yaml',
     );
     expect(fleet!.strategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxSurge: 2, maxUnavailable: 0 } });
-    expect(fleet!.template.resources).toEqual({ requests: { cpu: '2', memory: '4Gi' }, limits: { 'nvidia.com/gpu': '1' } });
+    expect(fleet!.template.resources).toEqual({
+      requests: { cpu: '2', memory: '4Gi' },
+      limits: { 'nvidia.com/gpu': '1' },
+    });
   });
 
   it.each([
@@ -165,7 +171,9 @@ describe('strategy, resources and template hash', () => {
   });
 
   it('rejects a bad quantity naming the field and line', () => {
-    const e = error(good.replace('      env:\n', '      resources:\n        limits:\n          memory: lots\n      env:\n'));
+    const e = error(
+      good.replace('      env:\n', '      resources:\n        limits:\n          memory: lots\n      env:\n'),
+    );
     expect(e.path).toBe('spec.template.spec.resources.limits.memory');
     expect(e.line).toBe(14);
     expect(e.why).toBe('must be a quantity like 2, 500m or 4Gi (got "lots")');

@@ -178,7 +178,11 @@ export function fleetSpecFromObject(doc: unknown): FleetSpec {
       ['metadata', 'name'],
       `"${name}" must be a lowercase DNS label (a-z, 0-9, '-', at most 63 characters)`,
     );
-  const spec = object(top.spec, ['spec'], ['replicas', 'region', 'scheduling', 'strategy', 'template', 'drain', 'health']);
+  const spec = object(
+    top.spec,
+    ['spec'],
+    ['replicas', 'region', 'scheduling', 'strategy', 'template', 'drain', 'health'],
+  );
   const template = object(spec.template, ['spec', 'template'], ['metadata', 'spec']);
   const tmeta = object(template.metadata, ['spec', 'template', 'metadata'], ['labels']);
   const tspec = object(template.spec, ['spec', 'template', 'spec'], ['command', 'env', 'resources']);
