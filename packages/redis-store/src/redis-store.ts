@@ -377,14 +377,20 @@ export class RedisStore implements Store {
     }
   }
 
+  /** Tries the HealthFailed transition for an expired lease; logs `lease expiry handled` with whether it won. */
   private async expireLease(name: string): Promise<void> {
+    let outcome = 'gave up';
     try {
       for (let attempt = 1; attempt <= MAX_CAS_ATTEMPTS; attempt++) {
         const [server, ttl] = await Promise.all([this.getServer(name), this.redis.hget(this.p + 'leased', name)]);
-        if (!server) return;
+        if (!server) {
+          outcome = 'no server';
+          break;
+        }
         if (server.state === 'Unhealthy' || !transition(server.state, 'HealthFailed').ok) {
           await this.redis.hdel(this.p + 'leased', name);
-          return;
+          outcome = `already ${server.state}`;
+          break;
         }
         const next = applyUpdate(
           server,
@@ -401,13 +407,17 @@ export class RedisStore implements Store {
           '',
           '1',
         );
+        // Every replica gets the expiry; only one compare-and-set wins, the others see CONFLICT and re-read.
+        outcome = r[0];
         if (r[0] === 'OK') this.logger.warn('lease expired: server unhealthy', { server: name });
-        if (r[0] !== 'CONFLICT') return;
+        if (r[0] !== 'CONFLICT') break;
       }
     } catch (err) {
       // The next sweep (on reconnection) tries again.
+      outcome = 'failed';
       if (!this.closed) this.logger.warn('cannot expire lease', { server: name, error: String(err) });
     }
+    this.logger.debug('lease expiry handled', { server: name, won: outcome === 'OK', outcome });
   }
 
   // ---- change feed

@@ -231,6 +231,28 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       expect(await store.listAllocations({ fleet: 'f' })).toHaveLength(20);
     });
 
+    it('gives concurrent retries of one composition the same allocation', async () => {
+      for (let i = 0; i < 5; i++) await readyServer(store, `s${i}`, 'f');
+      const all = await Promise.all(Array.from({ length: 30 }, () => store.allocate(req('c1'))));
+      expect(new Set(all.map((a) => `${a.serverName}/${a.token}`)).size).toBe(1);
+      const allocated = (await store.listServers()).filter((s) => s.state === 'Allocated');
+      expect(allocated.map((s) => s.name)).toEqual([all[0]!.serverName]);
+      expect(await store.listAllocations()).toHaveLength(1);
+    });
+
+    it('feeds a server change after the allocation that ended it, in the order applied', async () => {
+      await readyServer(store, 's1', 'f');
+      await store.allocate(req('c1'));
+      const ac = new AbortController();
+      const seen = collect(store.watch(ac.signal), (events) => events.some((e) => e.type === 'server'));
+      await store.updateServer('s1', { event: 'Failed', reason: 'exit code 101' });
+      const events = await seen;
+      ac.abort();
+      expect(events.map((e) => e.type)).toEqual(['allocation', 'server']);
+      expect(events[0]).toMatchObject({ type: 'allocation', released: true });
+      expect(events[1]).toMatchObject({ type: 'server', server: { state: 'Error' } });
+    });
+
     it('feeds changes to every watcher in order', async () => {
       const ac = new AbortController();
       const w1 = collect(store.watch(ac.signal), (seen) => seen.some((e) => e.type === 'allocation' && e.released));
