@@ -6,6 +6,7 @@ import {
   holdsComposition,
   isFleetError,
   isTerminal,
+  mayRecycle,
   mergeSdkEntries,
   type FleetSpec,
   type Logger,
@@ -32,6 +33,8 @@ class Link {
   private pumping = false;
   /** Reports are applied in order, one at a time. */
   private applying: Promise<void> = Promise.resolve();
+  /** A report that could not all be applied yet (the server was not launched yet): applied again on change. */
+  private deferred: Report | undefined;
 
   constructor(
     readonly name: string,
@@ -45,11 +48,15 @@ class Link {
   notify(): void {
     this.dirty = true;
     if (!this.pumping) void this.pump();
+    if (this.deferred) void this.apply(this.deferred);
   }
 
   apply(report: Report): Promise<void> {
+    this.deferred = undefined;
     this.applying = this.applying
-      .then(() => applyReport(this.store, this.name, report, this.logger))
+      .then(async () => {
+        if (!(await applyReport(this.store, this.name, report, this.logger))) this.deferred = report;
+      })
       .catch((err) => this.logger.error('cannot apply sidecar report', { server: this.name, error: String(err) }));
     return this.applying;
   }
@@ -151,7 +158,7 @@ export function fleetLinkService(options: FleetLinkOptions): {
   return { impl: { connect }, close: () => stop.abort() };
 }
 
-function linkConfig(fleet: FleetSpec | undefined): linkV1.LinkConfig | undefined {
+function linkConfig(fleet: FleetSpec | undefined, s: ServerRecord): linkV1.LinkConfig | undefined {
   if (!fleet) return undefined;
   const { health, drain } = fleet;
   return {
@@ -160,7 +167,8 @@ function linkConfig(fleet: FleetSpec | undefined): linkV1.LinkConfig | undefined
     heartbeatIntervalMs: Math.max(100, Math.floor(health.leaseTimeoutMs / 4)),
     leaseMs: health.leaseTimeoutMs,
     flushTimeMs: drain.flushTimeMs,
-    recycle: drain.onRelease === 'Recycle',
+    // An outdated server, or one told to leave, is replaced after its composition, never reset for another.
+    recycle: mayRecycle(s, fleet),
     requireSdkReady: health.readiness === 'SdkReady',
     sdkHealthTimeoutMs: health.sdkHealthTimeoutMs,
     maxDrainTimeMs: drain.maxDrainTimeMs,
@@ -185,7 +193,7 @@ async function view(store: Store, s: ServerRecord, fleet: FleetSpec | undefined)
       annotations: { ...s.annotations },
       stateChangedAtMs: s.stateChangedAt,
     },
-    config: linkConfig(fleet),
+    config: linkConfig(fleet, s),
   };
 }
 
@@ -206,10 +214,14 @@ function validEntries(entries: Record<string, string>, check: (k: string, v: str
 const sameMap = (a: Record<string, string>, b: Record<string, string>) =>
   Object.keys(a).length === Object.keys(b).length && Object.entries(a).every(([k, v]) => b[k] === v);
 
-/** Applies what the sidecar knows to the store. Idempotent: the same report twice changes nothing more. */
-export async function applyReport(store: Store, name: string, report: Report, logger: Logger): Promise<void> {
+/**
+ * Applies what the sidecar knows to the store. Idempotent: the same report twice changes nothing more.
+ * Returns false when part of it must wait (Smelter healthy before the controller recorded where the server runs).
+ */
+export async function applyReport(store: Store, name: string, report: Report, logger: Logger): Promise<boolean> {
   let s = await store.getServer(name);
-  if (!s || isTerminal(s.state)) return;
+  if (!s || isTerminal(s.state)) return true;
+  let complete = true;
   const fleet = await store.getFleet(s.fleet);
   const update = async (u: ServerUpdate, why: string) => {
     try {
@@ -230,7 +242,7 @@ export async function applyReport(store: Store, name: string, report: Report, lo
       { event: 'HealthFailed', reason: report.healthReason || 'sidecar reports Smelter unhealthy' },
       'server unhealthy',
     );
-    return;
+    return true;
   }
   const wantsSdkReady = fleet?.health.readiness === 'SdkReady';
   if (
@@ -238,8 +250,11 @@ export async function applyReport(store: Store, name: string, report: Report, lo
     report.health === linkV1.SmelterHealth.SMELTER_HEALTH_HEALTHY &&
     (!wantsSdkReady || report.sdkReady) &&
     !report.shutdownRequested
-  )
-    await update({ event: 'Healthy', reason: '' }, 'server ready');
+  ) {
+    // Never Ready without an address to hand out: the controller records it right after the launch.
+    if (s.address === '') complete = false;
+    else await update({ event: 'Healthy', reason: '' }, 'server ready');
+  }
 
   const id = s.compositionId;
   if (id && report.finishedCompositionId === id && holdsComposition(s.state)) {
@@ -262,11 +277,13 @@ export async function applyReport(store: Store, name: string, report: Report, lo
   if (id && report.drainedCompositionId === id && s.state === 'Draining') {
     const allocation = await store.getAllocation(id);
     if (allocation?.serverName !== name) {
-      const recycle = report.recycled && !report.shutdownRequested;
+      // Outdated or told to leave (even if the sidecar reset it under an older config): it stops.
+      const recycle = report.recycled && !report.shutdownRequested && mayRecycle(s, fleet);
       await update(
         recycle ? { event: 'Recycle', reason: '' } : { event: 'Shutdown', reason: 'drained' },
         recycle ? 'server recycled' : 'server drained',
       );
     }
   }
+  return complete;
 }

@@ -1,18 +1,28 @@
 import {
+  DRAIN_REQUESTED_ANNOTATION,
+  isCurrent,
   isFleetError,
   isTerminal,
+  MemoryEventRecorder,
   newSuffix,
   silentLogger,
   systemClock,
+  TEMPLATE_HASH_LABEL,
+  templateHash,
   type Clock,
+  type EventRecorder,
   type FleetSpec,
+  type LaunchedServer,
   type Logger,
+  type NewFleetEvent,
   type Runtime,
   type ServerExit,
   type ServerRecord,
   type ServerUpdate,
   type Store,
 } from '@smelter-fleet/core';
+import type { ControllerMetrics } from './metrics.js';
+import { planFleet, type FleetPlan, type StopWhy } from './plan.js';
 
 export interface FleetControllerOptions {
   store: Store;
@@ -23,27 +33,52 @@ export interface FleetControllerOptions {
   resyncIntervalMs?: number;
   /** Grace between SIGINT and SIGKILL when stopping a server, ms. Default 5000. */
   stopGraceMs?: number;
+  /** Pause before a server whose launch failed is given up (and replaced), so a bad command does not spin, ms. Default 1000. */
+  launchRetryDelayMs?: number;
+  /** Where scale, rollout, drain and failure events go. Default: an in-memory recorder (`events`). */
+  events?: EventRecorder;
+  /** Prometheus metrics. Default: none. */
+  metrics?: ControllerMetrics;
+  /**
+   * When `run`'s signal aborts: true stops every server and clears the store (the orderly end of a local `up`);
+   * false leaves servers and records as they are, as a crashed controller would, for the next one to adopt.
+   * Default true.
+   */
+  stopServersOnExit?: boolean;
+}
+
+/** Where a fleet's rollout stands, as of the controller's last pass. */
+export interface FleetRolloutStatus {
+  templateHash: string;
+  updated: number;
+  outdated: number;
+  complete: boolean;
 }
 
 /**
- * Keeps each fleet at its replica count on one runtime: launches servers, replaces failed ones,
- * stops drained ones, retires surplus Ready ones, and never stops an Allocated one. Health,
- * readiness and recycling are the sidecars' (reported over the fleet link); the controller enforces
- * the startup timeout and the max drain time. Level-triggered: every pass recomputes from the store,
- * woken by the store's change feed, runtime exits and a resync timer.
+ * Keeps each fleet at its replica count on one runtime: launches servers, replaces failed ones, rolls out
+ * new templates (see planFleet), stops drained ones, retires surplus Ready ones, and never stops an Allocated
+ * one. Health, readiness and recycling are the sidecars' (reported over the fleet link); the controller enforces
+ * the startup timeout and the max drain time. Level-triggered and restart-safe: every pass recomputes from the
+ * store and the runtime; a server is recorded before its process is launched, and a new controller adopts what
+ * an earlier one left (records without a process get one, processes without a record are stopped).
  */
 export class FleetController {
+  readonly events: EventRecorder;
   private readonly store: Store;
   private readonly runtime: Runtime;
   private readonly clock: Clock;
   private readonly logger: Logger;
+  private readonly metrics: ControllerMetrics | undefined;
   private readonly resyncIntervalMs: number;
   private readonly stopGraceMs: number;
-  /** Servers with an operation under way (launch, reset, stop); a pass leaves them alone. */
+  private readonly launchRetryDelayMs: number;
+  private readonly stopServersOnExit: boolean;
+  /** Servers with an operation under way (launch, stop); a pass leaves them alone. */
   private readonly busy = new Map<string, Promise<void>>();
   private readonly exitedEarly = new Set<string>();
-  /** Launches under way per fleet: not in the store yet, but they count toward replicas. */
-  private readonly launching = new Map<string, number>();
+  private readonly rollouts = new Map<string, FleetRolloutStatus>();
+  private signal: AbortSignal = new AbortController().signal;
   private wakeUp: (() => void) | undefined;
   private woken = false;
 
@@ -52,12 +87,17 @@ export class FleetController {
     this.runtime = options.runtime;
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger ?? silentLogger;
+    this.events = options.events ?? new MemoryEventRecorder({ clock: this.clock });
+    this.metrics = options.metrics;
     this.resyncIntervalMs = options.resyncIntervalMs ?? 250;
     this.stopGraceMs = options.stopGraceMs ?? 5000;
+    this.launchRetryDelayMs = options.launchRetryDelayMs ?? 1000;
+    this.stopServersOnExit = options.stopServersOnExit ?? true;
   }
 
-  /** Reconciles until `signal` aborts, then stops every server and removes it from the store. */
+  /** Reconciles until `signal` aborts; then, unless `stopServersOnExit` is false, stops every server. */
   async run(signal: AbortSignal): Promise<void> {
+    this.signal = signal;
     const offExit = this.runtime.onExit((exit) => void this.onExit(exit));
     const watching = (async () => {
       for await (const _ of this.store.watch(signal)) this.wake();
@@ -67,14 +107,15 @@ export class FleetController {
         try {
           await this.reconcile();
         } catch (err) {
-          this.logger.error('reconcile failed', { error: String(err) });
+          if (!signal.aborted) this.logger.error('reconcile failed', { error: String(err) });
         }
         await this.sleepUntilWoken(signal);
       }
     } finally {
       await watching;
-      await this.shutdownAll();
       offExit();
+      if (this.stopServersOnExit) await this.shutdownAll();
+      else await this.settled();
     }
   }
 
@@ -83,61 +124,184 @@ export class FleetController {
     while (this.busy.size > 0) await Promise.allSettled(this.busy.values());
   }
 
-  /** One pass over every fleet. */
-  async reconcile(): Promise<void> {
-    // Taken before listing, so a launch finishing in between is counted twice (fixed next pass), never missed.
-    const launching = new Map(this.launching);
-    const [fleets, servers] = await Promise.all([this.store.listFleets(), this.store.listServers()]);
-    const byName = new Map(fleets.map((f) => [f.name, f]));
-    const byFleet = new Map<string, ServerRecord[]>();
-    for (const s of servers) byFleet.set(s.fleet, [...(byFleet.get(s.fleet) ?? []), s]);
-    for (const name of new Set([...byName.keys(), ...byFleet.keys()])) {
-      await this.reconcileFleet(byName.get(name), name, byFleet.get(name) ?? [], launching.get(name) ?? 0);
-    }
+  /** Rollout progress of each fleet as of the last pass. */
+  rolloutStatus(fleet: string): FleetRolloutStatus | undefined {
+    const s = this.rollouts.get(fleet);
+    return s && { ...s };
   }
 
-  private async reconcileFleet(
-    fleet: FleetSpec | undefined,
-    name: string,
-    servers: ServerRecord[],
-    launching: number,
-  ): Promise<void> {
-    const now = this.clock.now();
-    const desired = fleet?.replicas ?? 0;
-    const live: ServerRecord[] = [];
-    await Promise.all(
-      servers.map(async (s) => {
-        if (this.busy.has(s.name)) {
-          if (!isTerminal(s.state)) live.push(s);
-          return;
-        }
-        const next = fleet ? await this.tend(fleet, s, now) : s;
-        if (next && !isTerminal(next.state)) live.push(next);
-        else if (next) this.retire(next, next.state === 'Shutdown' ? 'stopping' : `replacing ${next.state} server`);
-      }),
-    );
+  /** One pass over every fleet. */
+  async reconcile(): Promise<void> {
+    const started = performance.now();
+    const [fleets, servers] = await Promise.all([this.store.listFleets(), this.store.listServers()]);
+    // Listed after the store: a process launched in between belongs to a record already (recorded first).
+    const processes = new Map(this.runtime.list().map((p) => [p.name, p]));
+    await this.adopt(servers, processes);
+    const byName = new Map(fleets.map((f) => [f.name, f]));
+    const byFleet = new Map<string, ServerRecord[]>();
+    for (const s of servers) {
+      const list = byFleet.get(s.fleet);
+      if (list) list.push(s);
+      else byFleet.set(s.fleet, [s]);
+    }
+    for (const name of new Set([...byName.keys(), ...byFleet.keys()])) {
+      if (this.signal.aborted) return;
+      await this.reconcileFleet(byName.get(name), name, byFleet.get(name) ?? []);
+    }
+    this.metrics?.reconcileSeconds.observe((performance.now() - started) / 1000);
+  }
 
-    const count = live.length + launching;
-    if (fleet && count < desired) {
-      for (let i = count; i < desired; i++) this.launch(fleet);
-    } else if (live.length > desired) {
-      // Surplus: never an Allocated or Draining server; Starting first, then the newest Ready.
-      const rank = (s: ServerRecord) => (s.state === 'Starting' ? 0 : 1);
-      const spare = live
-        .filter((s) => (s.state === 'Starting' || s.state === 'Ready') && !this.busy.has(s.name))
-        .sort((a, b) => rank(a) - rank(b) || b.createdAt - a.createdAt);
-      for (const s of spare.slice(0, live.length - desired)) {
-        const stopped = await this.update(s, { event: 'Shutdown', reason: 'scaled down' });
-        if (stopped) this.retire(stopped, `scaling ${name} down to ${desired}`);
+  /** What an earlier controller left: records whose process is missing, processes whose record is missing. */
+  private async adopt(servers: ServerRecord[], processes: Map<string, LaunchedServer>): Promise<void> {
+    const recorded = new Set<string>();
+    for (const s of servers) {
+      recorded.add(s.name);
+      if (this.busy.has(s.name) || isTerminal(s.state)) continue;
+      const p = processes.get(s.name);
+      if (p && s.address === '') {
+        // Launched by a controller that died before recording where: record it now.
+        await this.recordLaunch(s.name, p);
+      } else if (!p && s.address === '' && s.state === 'Starting') {
+        const fleet = await this.store.getFleet(s.fleet);
+        if (fleet) this.startProcess(fleet, s.name, 'recorded before a restart, never launched');
+      } else if (!p) {
+        await this.update(s, { event: 'Failed', reason: 'process not found (it ended while no controller watched)' });
       }
     }
+    for (const name of processes.keys())
+      if (!recorded.has(name) && !this.busy.has(name)) {
+        this.logger.warn('stopping a server process with no record', { server: name });
+        this.track(name, () => this.runtime.stop(name, { graceMs: this.stopGraceMs }));
+      }
+  }
+
+  private async reconcileFleet(fleet: FleetSpec | undefined, name: string, servers: ServerRecord[]): Promise<void> {
+    const now = this.clock.now();
+    const hash = fleet ? templateHash(fleet.template) : '';
+    const live: ServerRecord[] = [];
+    for (const s of servers) {
+      if (this.busy.has(s.name)) {
+        if (!isTerminal(s.state)) live.push(s);
+        continue;
+      }
+      const next = fleet && !isTerminal(s.state) ? await this.tend(fleet, s, now) : s;
+      if (!next) continue; // changed under us: the next pass sees it
+      if (!isTerminal(next.state)) live.push(next);
+      else this.retire(next, next.state === 'Shutdown' ? 'stopping' : `replacing ${next.state} server`);
+    }
+
+    const plan = planFleet({
+      replicas: fleet?.replicas ?? 0,
+      scheduling: fleet?.scheduling ?? 'Packed',
+      ...(fleet?.strategy && { strategy: fleet.strategy }),
+      servers: live.map((s) => ({
+        name: s.name,
+        state: s.state,
+        node: s.node,
+        createdAt: s.createdAt,
+        current: !fleet || isCurrent(s, fleet, hash),
+        hasComposition: s.compositionId !== undefined,
+        busy: this.busy.has(s.name),
+      })),
+    });
+    this.observe(fleet, name, hash, live, plan);
+    const byName = new Map(live.map((s) => [s.name, s]));
+
+    for (const serverName of plan.drain) {
+      const s = byName.get(serverName)!;
+      const drained = await this.update(s, {
+        event: 'Drain',
+        reason: 'outdated template: leaves when its composition ends',
+        annotations: { ...s.annotations, [DRAIN_REQUESTED_ANNOTATION]: 'outdated template' },
+      });
+      if (drained) this.event('Normal', 'Draining', name, `server/${s.name}`, drainMessage(s, fleet));
+    }
+    const stopped: Record<StopWhy, number> = { surplus: 0, outdated: 0, drained: 0 };
+    for (const { name: serverName, why } of plan.stop) {
+      const s = byName.get(serverName)!;
+      const reason = why === 'surplus' ? 'scaled down' : why === 'outdated' ? 'outdated template' : 'drained';
+      const next = await this.update(s, { event: 'Shutdown', reason });
+      if (!next) continue;
+      stopped[why]++;
+      this.metrics?.stopped.inc({ fleet: name, why });
+      this.retire(next, reason);
+    }
+    if (fleet && plan.launch > 0) await this.launch(fleet, hash, plan.launch);
+
+    const desired = fleet?.replicas ?? 0;
+    if (plan.launch > 0 && plan.status.outdated === 0)
+      this.event(
+        'Normal',
+        'ScaledUp',
+        name,
+        `fleet/${name}`,
+        `launching ${plan.launch} server(s) (replicas ${desired})`,
+      );
+    if (stopped.surplus > 0)
+      this.event(
+        'Normal',
+        'ScaledDown',
+        name,
+        `fleet/${name}`,
+        `stopping ${stopped.surplus} surplus server(s) (replicas ${desired})`,
+      );
+    if (stopped.drained > 0)
+      this.event(
+        'Normal',
+        'Drained',
+        name,
+        `fleet/${name}`,
+        `stopping ${stopped.drained} drained server(s) that held no composition`,
+      );
+    const rolloutActs = plan.status.outdated > 0 && (plan.launch > 0 || stopped.outdated > 0 || plan.drain.length > 0);
+    if (rolloutActs)
+      this.event(
+        'Normal',
+        'RolloutProgress',
+        name,
+        `fleet/${name}`,
+        `template ${hash}: ${plan.status.updated} updated, ${plan.status.outdated} outdated; ` +
+          `launching ${plan.launch}, retiring ${stopped.outdated} Ready, draining ${plan.drain.length} Allocated`,
+      );
+  }
+
+  /** Metrics and the rollout status of one fleet; RolloutComplete when the last outdated server is gone. */
+  private observe(
+    fleet: FleetSpec | undefined,
+    name: string,
+    hash: string,
+    live: ServerRecord[],
+    plan: FleetPlan,
+  ): void {
+    if (this.metrics) {
+      const byState: Record<string, number> = {};
+      for (const s of live) byState[s.state] = (byState[s.state] ?? 0) + 1;
+      this.metrics.setFleet(name, byState, plan.status.outdated, fleet?.replicas ?? 0);
+    }
+    if (!fleet) {
+      this.rollouts.delete(name);
+      return;
+    }
+    const prev = this.rollouts.get(name);
+    const now: FleetRolloutStatus = {
+      templateHash: hash,
+      updated: plan.status.updated,
+      outdated: plan.status.outdated,
+      complete: plan.status.rolloutComplete,
+    };
+    this.rollouts.set(name, now);
+    if (now.complete && prev && !prev.complete)
+      this.event('Normal', 'RolloutComplete', name, `fleet/${name}`, `every server runs template ${hash}`);
   }
 
   /** Startup timeout and max drain time of one server; returns its record after any change. */
   private async tend(fleet: FleetSpec, s: ServerRecord, now: number): Promise<ServerRecord | undefined> {
     const { startupTimeoutMs } = fleet.health;
-    if (s.state === 'Starting' && now - s.createdAt > startupTimeoutMs)
-      return this.update(s, { event: 'HealthFailed', reason: `not Ready within ${startupTimeoutMs} ms of launch` });
+    if (s.state === 'Starting' && s.address !== '' && now - s.createdAt > startupTimeoutMs) {
+      const reason = `not Ready within ${startupTimeoutMs} ms of launch`;
+      this.event('Warning', 'StartupTimeout', fleet.name, `server/${s.name}`, reason);
+      return this.update(s, { event: 'HealthFailed', reason });
+    }
     const { maxDrainTimeMs } = fleet.drain;
     if (s.state === 'Draining' && now - s.stateChangedAt >= maxDrainTimeMs) {
       this.logger.warn('max drain time exceeded; stopping server', {
@@ -145,53 +309,107 @@ export class FleetController {
         composition: s.compositionId,
         maxDrainTimeMs,
       });
-      return this.update(s, { event: 'Shutdown', reason: `max drain time ${maxDrainTimeMs} ms exceeded` });
+      const next = await this.update(s, { event: 'Shutdown', reason: `max drain time ${maxDrainTimeMs} ms exceeded` });
+      if (next) {
+        this.metrics?.drainTimeouts.inc({ fleet: fleet.name });
+        this.metrics?.stopped.inc({ fleet: fleet.name, why: 'drain-timeout' });
+        this.event(
+          'Warning',
+          'DrainTimeout',
+          fleet.name,
+          `server/${s.name}`,
+          `still Draining after the max drain time (${formatMs(maxDrainTimeMs)}); stopped` +
+            (s.compositionId ? ` with composition ${s.compositionId}` : ''),
+        );
+      }
+      return next;
     }
     return s;
   }
 
-  private launch(fleet: FleetSpec): void {
-    const name = `${fleet.name}-${newSuffix()}`;
-    this.launching.set(fleet.name, (this.launching.get(fleet.name) ?? 0) + 1);
+  /** Records `count` servers (all of them before any process starts), then launches each. */
+  private async launch(fleet: FleetSpec, hash: string, count: number): Promise<void> {
+    const names = Array.from({ length: count }, () => `${fleet.name}-${newSuffix()}`);
+    const recorded = await Promise.all(
+      names.map(async (name) => {
+        try {
+          await this.store.addServer({
+            name,
+            fleet: fleet.name,
+            region: fleet.region,
+            address: '',
+            ports: { api: 0, whip_whep: 0, rtmp: 0 },
+            labels: { ...fleet.template.labels, [TEMPLATE_HASH_LABEL]: hash },
+            node: '',
+          });
+          return name;
+        } catch (err) {
+          this.logger.error('cannot record a new server', { server: name, error: String(err) });
+          return undefined;
+        }
+      }),
+    );
+    for (const name of recorded) if (name) this.startProcess(fleet, name, 'launch');
+  }
+
+  private startProcess(fleet: FleetSpec, name: string, why: string): void {
     this.track(name, async () => {
+      if (this.signal.aborted) return;
+      let launched: LaunchedServer;
       try {
-        const launched = await this.runtime.start({
-          name,
-          fleet: fleet.name,
-          command: fleet.template.command,
-          env: fleet.template.env,
-        });
-        await this.store.addServer({
-          name,
-          fleet: fleet.name,
-          region: fleet.region,
-          address: launched.address,
-          ports: launched.ports,
-          labels: { ...fleet.template.labels },
-          node: launched.node,
-          ...(launched.pid !== undefined && { pid: launched.pid }),
-        });
-        this.logger.info('server launched', { server: name, fleet: fleet.name, pid: launched.pid });
-        if (this.exitedEarly.delete(name))
-          await this.store.updateServer(name, { event: 'Failed', reason: 'exited during launch' });
+        launched = await this.runtime.start(
+          { name, fleet: fleet.name, command: fleet.template.command, env: fleet.template.env },
+          this.signal,
+        );
       } catch (err) {
-        this.logger.error('launch failed', { server: name, fleet: fleet.name, error: String(err) });
-        await this.runtime.stop(name, { graceMs: 0 });
-        // Let the next pass try again without spinning on a command that cannot start.
-        await this.clock.sleep(1000);
-      } finally {
-        this.launching.set(fleet.name, (this.launching.get(fleet.name) ?? 1) - 1);
+        const already = isFleetError(err, 'ALREADY_EXISTS') && this.runtime.list().find((p) => p.name === name);
+        if (already) {
+          launched = already;
+        } else {
+          if (this.signal.aborted) return;
+          this.logger.error('launch failed', { server: name, fleet: fleet.name, error: String(err) });
+          this.event('Warning', 'LaunchFailed', fleet.name, `server/${name}`, String((err as Error).message ?? err));
+          await this.runtime.stop(name, { graceMs: 0 });
+          // Let the next pass try again without spinning on a command that cannot start.
+          await this.clock.sleep(this.launchRetryDelayMs, this.signal).catch(() => undefined);
+          await this.store
+            .updateServer(name, { event: 'Failed', reason: `launch failed: ${(err as Error).message ?? err}` })
+            .catch(() => undefined);
+          return;
+        }
       }
+      this.metrics?.launched.inc({ fleet: fleet.name });
+      await this.recordLaunch(name, launched);
+      this.logger.info('server launched', { server: name, fleet: fleet.name, pid: launched.pid, why });
     });
+  }
+
+  private async recordLaunch(name: string, p: LaunchedServer): Promise<void> {
+    try {
+      await this.store.updateServer(name, {
+        address: p.address,
+        ports: p.ports,
+        node: p.node,
+        ...(p.pid !== undefined && { pid: p.pid }),
+      });
+      if (this.exitedEarly.delete(name))
+        await this.store.updateServer(name, { event: 'Failed', reason: 'exited during launch' });
+    } catch (err) {
+      // Removed meanwhile: its process has no record now, and the next pass stops it.
+      if (!isFleetError(err, 'NOT_FOUND') && !isFleetError(err, 'FAILED_PRECONDITION')) throw err;
+    }
   }
 
   private retire(s: ServerRecord, why: string): void {
     this.logger.info('stopping server', { server: s.name, why });
+    if (s.state === 'Unhealthy' || s.state === 'Error')
+      this.event('Warning', 'Replaced', s.fleet, `server/${s.name}`, `${s.state}: ${s.reason ?? 'no reason given'}`);
     this.track(s.name, () => this.stopAndRemove(s));
   }
 
   private async stopAndRemove(s: ServerRecord): Promise<void> {
     await this.runtime.stop(s.name, { graceMs: this.stopGraceMs });
+    if (this.signal.aborted && !this.stopServersOnExit) return; // a killed controller leaves the record
     try {
       await this.store.removeServer(s.name);
     } catch (err) {
@@ -228,6 +446,15 @@ export class FleetController {
       }
       throw err;
     }
+  }
+
+  private event(type: NewFleetEvent['type'], reason: string, fleet: string, object: string, message: string): void {
+    this.events.record({ type, reason, fleet, object, message });
+    (type === 'Warning' ? this.logger.warn : this.logger.info).call(this.logger, 'event', {
+      reason,
+      object,
+      message,
+    });
   }
 
   private track(name: string, op: () => Promise<void>): void {
@@ -279,4 +506,16 @@ export class FleetController {
       await this.store.removeServer(s.name).catch(() => undefined);
     }
   }
+}
+
+function formatMs(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
+
+function drainMessage(s: ServerRecord, fleet: FleetSpec | undefined): string {
+  const limit = fleet ? ` (at most ${formatMs(fleet.drain.maxDrainTimeMs)})` : '';
+  return `outdated template: draining; stops when composition ${s.compositionId ?? '?'} ends${limit}`;
 }

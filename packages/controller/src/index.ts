@@ -1,1 +1,3 @@
-export { FleetController, type FleetControllerOptions } from './controller.js';
+export * from './controller.js';
+export * from './metrics.js';
+export * from './plan.js';

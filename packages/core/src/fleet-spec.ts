@@ -114,6 +114,34 @@ export function templateHash(template: FleetSpec['template']): string {
   return createHash('sha256').update(JSON.stringify(t)).digest('hex').slice(0, 10);
 }
 
+/** Set on a server told to leave (operator drain, outdated template): after its composition it stops, never recycles. */
+export const DRAIN_REQUESTED_ANNOTATION = 'smelterfleet.dev/drain-requested';
+
+/**
+ * Whether the server runs its fleet's current template (`hash`: the fleet's, when already computed).
+ * A server with no template-hash label (registered by hand, not launched by a controller) counts as current.
+ */
+export function isCurrent(server: { labels: Record<string, string> }, fleet: FleetSpec, hash?: string): boolean {
+  const label = server.labels[TEMPLATE_HASH_LABEL];
+  return label === undefined || label === (hash ?? templateHash(fleet.template));
+}
+
+/**
+ * Whether a server whose composition ended goes back to Ready (POST /api/reset) rather than being replaced:
+ * only when the fleet says Recycle, it runs the current template and nobody asked it to leave.
+ */
+export function mayRecycle(
+  server: { labels: Record<string, string>; annotations: Record<string, string> },
+  fleet: FleetSpec | undefined,
+): boolean {
+  return (
+    fleet !== undefined &&
+    fleet.drain.onRelease === 'Recycle' &&
+    server.annotations[DRAIN_REQUESTED_ANNOTATION] === undefined &&
+    isCurrent(server, fleet)
+  );
+}
+
 /** Resolves an int-or-percent against `total`: percentages round up (surge) or down (unavailable). */
 export function resolveIntOrPercent(value: IntOrPercent, total: number, roundUp: boolean): number {
   if (typeof value === 'number') return value;

@@ -12,6 +12,8 @@ export interface ServerUpdate {
   pid?: number;
   address?: string;
   ports?: Ports;
+  /** Host the server runs on, once launched (the controller records a server before launching it). */
+  node?: string;
   reason?: string;
   labels?: Record<string, string>;
   annotations?: Record<string, string>;

@@ -114,6 +114,7 @@ export class MemoryStore implements Store {
     }
     if (update.pid !== undefined) next.pid = update.pid;
     if (update.address !== undefined) next.address = update.address;
+    if (update.node !== undefined) next.node = update.node;
     if (update.ports !== undefined) next.ports = { ...update.ports };
     if (update.labels !== undefined) next.labels = { ...update.labels };
     if (update.annotations !== undefined) next.annotations = { ...update.annotations };
