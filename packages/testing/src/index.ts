@@ -1,3 +1,4 @@
 export * from './store-contract.js';
 export * from './helpers.js';
 export * from './redis-server.js';
+export * from './history-checker.js';
