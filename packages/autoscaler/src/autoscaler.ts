@@ -216,7 +216,10 @@ export class FleetAutoscaler {
         return;
       }
       const view: FleetStatusView = { replicas: fleet.replicas, starting: 0, ready: 0, allocated: 0, draining: 0 };
+      // A waiting composition may be served between our events and this listing: count it once.
+      const held = new Set<string>();
       for (const s of await this.store.listServers({ fleet: spec.fleetName })) {
+        if (s.compositionId) held.add(s.compositionId);
         if (s.state === 'Starting') view.starting++;
         else if (s.state === 'Ready') view.ready++;
         else if (s.state === 'Allocated') view.allocated++;
@@ -241,15 +244,19 @@ export class FleetAutoscaler {
       const cutoff = now - this.historyMs;
       const old = state.arrivals.findIndex((t) => t > cutoff);
       state.arrivals.splice(0, old === -1 ? state.arrivals.length : old);
+      let waiting = 0;
       for (const [id, at] of state.waiting) {
         if (at <= now - this.waitingTtlMs) state.waiting.delete(id);
-        else next = earliest(next, at + this.waitingTtlMs);
+        else {
+          next = earliest(next, at + this.waitingTtlMs);
+          if (!held.has(id)) waiting++;
+        }
       }
       const rec = recommend(spec.policy, {
         now,
         fleet: view,
         arrivals: state.arrivals,
-        waiting: state.waiting.size,
+        waiting,
         webhooks: state.replies,
       });
       let desired = fleet.replicas;
