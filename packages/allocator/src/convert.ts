@@ -1,5 +1,12 @@
-import type { Allocation, FleetSpec, ServerRecord, ServerState } from '@smelter-fleet/core';
-import { SERVER_STATES } from '@smelter-fleet/core';
+import type { Allocation, FleetEvent, FleetSpec, ServerRecord, ServerState } from '@smelter-fleet/core';
+import {
+  DEFAULT_STRATEGY,
+  DRAIN_REQUESTED_ANNOTATION,
+  isCurrent,
+  SERVER_STATES,
+  TEMPLATE_HASH_LABEL,
+  templateHash,
+} from '@smelter-fleet/core';
 import type { allocationV1 } from '@smelter-fleet/proto';
 import { fleetV1 } from '@smelter-fleet/proto';
 
@@ -35,8 +42,14 @@ export function stateFromProto(state: fleetV1.ServerState): ServerState | undefi
   return SERVER_STATES.find((s) => STATE_TO_PROTO[s] === state);
 }
 
-export function toServerMessage(s: ServerRecord): fleetV1.Server {
+/** `fleet` (the server's, when known) adds the rollout and drain fields. */
+export function toServerMessage(s: ServerRecord, fleet?: FleetSpec, hash?: string): fleetV1.Server {
   return {
+    templateHash: s.labels[TEMPLATE_HASH_LABEL] ?? '',
+    outdated: fleet ? !isCurrent(s, fleet, hash) : false,
+    drainDeadline:
+      fleet && s.state === 'Draining' ? new Date(s.stateChangedAt + fleet.drain.maxDrainTimeMs) : undefined,
+    drainRequested: s.annotations[DRAIN_REQUESTED_ANNOTATION] ?? '',
     name: s.name,
     fleet: s.fleet,
     state: STATE_TO_PROTO[s.state],
@@ -60,7 +73,21 @@ export interface FleetRuntimeInfo {
 export function toFleetMessage(f: FleetSpec, servers: readonly ServerRecord[], info: FleetRuntimeInfo): fleetV1.Fleet {
   const byState: Record<string, number> = {};
   for (const s of servers) byState[s.state] = (byState[s.state] ?? 0) + 1;
+  const hash = templateHash(f.template);
+  const outdated = servers.filter((s) => !isCurrent(s, f, hash)).length;
+  const strategy = f.strategy ?? DEFAULT_STRATEGY;
+  const rolling = strategy.type === 'RollingUpdate';
   return {
+    templateHash: hash,
+    updatedServers: servers.length - outdated,
+    outdatedServers: outdated,
+    strategy: strategy.type,
+    maxSurge: rolling ? String(strategy.rollingUpdate.maxSurge) : '',
+    maxUnavailable: rolling ? String(strategy.rollingUpdate.maxUnavailable) : '',
+    maxDrainTime: {
+      seconds: Math.floor(f.drain.maxDrainTimeMs / 1000),
+      nanos: (f.drain.maxDrainTimeMs % 1000) * 1e6,
+    },
     name: f.name,
     region: f.region,
     replicas: f.replicas,
@@ -68,5 +95,18 @@ export function toFleetMessage(f: FleetSpec, servers: readonly ServerRecord[], i
     serversByState: byState,
     smelterCommand: info.smelterCommand,
     emulated: info.emulated,
+  };
+}
+
+export function toEventMessage(e: FleetEvent): fleetV1.Event {
+  return {
+    type: e.type,
+    reason: e.reason,
+    object: e.object,
+    fleet: e.fleet,
+    message: e.message,
+    firstTime: new Date(e.firstTime),
+    lastTime: new Date(e.lastTime),
+    count: e.count,
   };
 }

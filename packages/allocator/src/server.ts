@@ -1,4 +1,4 @@
-import { silentLogger, type FleetSpec, type Logger, type Store } from '@smelter-fleet/core';
+import { silentLogger, type EventRecorder, type FleetSpec, type Logger, type Store } from '@smelter-fleet/core';
 import { allocationV1, fileDescriptorSetBase64, fleetV1, linkV1 } from '@smelter-fleet/proto';
 import { createServer, type Server } from 'nice-grpc';
 import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
@@ -6,7 +6,7 @@ import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-refl
 import type { FleetRuntimeInfo } from './convert.js';
 import { errorMiddleware } from './errors.js';
 import { fleetLinkService } from './link-service.js';
-import { allocationService, fleetService } from './services.js';
+import { allocationService, fleetService, type ApplyHandler } from './services.js';
 
 export interface AllocatorServerOptions {
   store: Store;
@@ -14,6 +14,10 @@ export interface AllocatorServerOptions {
   address?: string;
   /** What each fleet's servers run, for ListFleets. Default: unknown. */
   fleetInfo?: (fleet: FleetSpec) => FleetRuntimeInfo;
+  /** Events FleetService.ListEvents lists (the controller's). Default: none. */
+  events?: EventRecorder;
+  /** FleetService.ApplyFleet's handlers by document kind. Default: SmelterFleet only (DEFAULT_APPLY_HANDLERS). */
+  applyHandlers?: Readonly<Record<string, ApplyHandler>>;
   /** When set, also serves the sidecars' FleetLinkService, checking link tokens with this secret. */
   linkSecret?: string;
   logger?: Logger;
@@ -41,7 +45,13 @@ export async function startAllocatorServer(options: AllocatorServerOptions): Pro
   server.add(allocationV1.AllocationServiceDefinition, allocationService(options.store, logger));
   server.add(
     fleetV1.FleetServiceDefinition,
-    fleetService(options.store, options.fleetInfo ?? (() => ({ smelterCommand: '', emulated: false }))),
+    fleetService({
+      store: options.store,
+      fleetInfo: options.fleetInfo ?? (() => ({ smelterCommand: '', emulated: false })),
+      logger,
+      ...(options.events && { events: options.events }),
+      ...(options.applyHandlers && { applyHandlers: options.applyHandlers }),
+    }),
   );
   const link = options.linkSecret
     ? fleetLinkService({ store: options.store, linkSecret: options.linkSecret, logger })

@@ -7,6 +7,7 @@
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import type { CallContext, CallOptions } from "nice-grpc-common";
+import { Duration } from "../../../google/protobuf/duration.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
 
 export const protobufPackage = "smelterfleet.fleet.v1";
@@ -94,6 +95,15 @@ export interface Fleet {
   /** The Smelter command servers run, and whether it is the emulator (a test stand-in, not Smelter). */
   smelterCommand: string;
   emulated: boolean;
+  /** Hash of the current server template; servers running it, and servers of an older one (a rollout under way). */
+  templateHash: string;
+  updatedServers: number;
+  outdatedServers: number;
+  /** "RollingUpdate" or "Recreate"; max_surge and max_unavailable as written ("25%", "1"). */
+  strategy: string;
+  maxSurge: string;
+  maxUnavailable: string;
+  maxDrainTime: Duration | undefined;
 }
 
 export interface Fleet_ServersByStateEntry {
@@ -118,6 +128,15 @@ export interface Server {
     | undefined;
   /** Why the server is in its state, when there is something to say (e.g. an exit code). */
   reason: string;
+  /** Hash of the template the server runs, and whether it is older than its fleet's. */
+  templateHash: string;
+  outdated: boolean;
+  /** While Draining: when the fleet's max drain time runs out (the server is stopped then). */
+  drainDeadline:
+    | Date
+    | undefined;
+  /** Why it was told to leave (operator drain, outdated template), if it was. */
+  drainRequested: string;
 }
 
 export interface Server_PortsEntry {
@@ -146,8 +165,80 @@ export interface ListServersResponse {
   servers: Server[];
 }
 
+export interface ApplyFleetRequest {
+  /** The fleet file's text (YAML, one or more documents). */
+  manifest: string;
+  /** The file's name, for error messages. */
+  fileName: string;
+  /** Validate only; change nothing. */
+  dryRun: boolean;
+}
+
+export interface AppliedObject {
+  kind: string;
+  name: string;
+  /** "created", "configured" or "unchanged". */
+  result: string;
+  /** What changes, e.g. "replicas 3 -> 5; new template (rollout)". */
+  message: string;
+}
+
+export interface ApplyFleetResponse {
+  objects: AppliedObject[];
+}
+
+export interface DrainServersRequest {
+  /** Server names; or leave empty and name a fleet to drain every server of it. */
+  servers: string[];
+  fleet: string;
+  /** Shown as the servers' reason. Default "drained by operator". */
+  reason: string;
+}
+
+export interface DrainServersResponse {
+  servers: Server[];
+}
+
+export interface ListEventsRequest {
+  /** Optional filters. */
+  fleet: string;
+  /** "fleet/<name>" or "server/<name>". */
+  object: string;
+}
+
+export interface Event {
+  /** "Normal" or "Warning". */
+  type: string;
+  reason: string;
+  object: string;
+  fleet: string;
+  message: string;
+  firstTime: Date | undefined;
+  lastTime: Date | undefined;
+  count: number;
+}
+
+export interface ListEventsResponse {
+  events: Event[];
+}
+
 function createBaseFleet(): Fleet {
-  return { name: "", region: "", replicas: 0, scheduling: "", serversByState: {}, smelterCommand: "", emulated: false };
+  return {
+    name: "",
+    region: "",
+    replicas: 0,
+    scheduling: "",
+    serversByState: {},
+    smelterCommand: "",
+    emulated: false,
+    templateHash: "",
+    updatedServers: 0,
+    outdatedServers: 0,
+    strategy: "",
+    maxSurge: "",
+    maxUnavailable: "",
+    maxDrainTime: undefined,
+  };
 }
 
 export const Fleet: MessageFns<Fleet> = {
@@ -172,6 +263,27 @@ export const Fleet: MessageFns<Fleet> = {
     }
     if (message.emulated !== false) {
       writer.uint32(56).bool(message.emulated);
+    }
+    if (message.templateHash !== "") {
+      writer.uint32(66).string(message.templateHash);
+    }
+    if (message.updatedServers !== 0) {
+      writer.uint32(72).uint32(message.updatedServers);
+    }
+    if (message.outdatedServers !== 0) {
+      writer.uint32(80).uint32(message.outdatedServers);
+    }
+    if (message.strategy !== "") {
+      writer.uint32(90).string(message.strategy);
+    }
+    if (message.maxSurge !== "") {
+      writer.uint32(98).string(message.maxSurge);
+    }
+    if (message.maxUnavailable !== "") {
+      writer.uint32(106).string(message.maxUnavailable);
+    }
+    if (message.maxDrainTime !== undefined) {
+      Duration.encode(message.maxDrainTime, writer.uint32(114).fork()).join();
     }
     return writer;
   },
@@ -248,6 +360,62 @@ export const Fleet: MessageFns<Fleet> = {
             message.emulated = reader.bool();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.templateHash = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.updatedServers = reader.uint32();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.outdatedServers = reader.uint32();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.strategy = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.maxSurge = reader.string();
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.maxUnavailable = reader.string();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.maxDrainTime = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -299,6 +467,37 @@ export const Fleet: MessageFns<Fleet> = {
         ? globalThis.String(object.smelter_command)
         : "",
       emulated: isSet(object.emulated) ? globalThis.Boolean(object.emulated) : false,
+      templateHash: isSet(object.templateHash)
+        ? globalThis.String(object.templateHash)
+        : isSet(object.template_hash)
+        ? globalThis.String(object.template_hash)
+        : "",
+      updatedServers: isSet(object.updatedServers)
+        ? globalThis.Number(object.updatedServers)
+        : isSet(object.updated_servers)
+        ? globalThis.Number(object.updated_servers)
+        : 0,
+      outdatedServers: isSet(object.outdatedServers)
+        ? globalThis.Number(object.outdatedServers)
+        : isSet(object.outdated_servers)
+        ? globalThis.Number(object.outdated_servers)
+        : 0,
+      strategy: isSet(object.strategy) ? globalThis.String(object.strategy) : "",
+      maxSurge: isSet(object.maxSurge)
+        ? globalThis.String(object.maxSurge)
+        : isSet(object.max_surge)
+        ? globalThis.String(object.max_surge)
+        : "",
+      maxUnavailable: isSet(object.maxUnavailable)
+        ? globalThis.String(object.maxUnavailable)
+        : isSet(object.max_unavailable)
+        ? globalThis.String(object.max_unavailable)
+        : "",
+      maxDrainTime: isSet(object.maxDrainTime)
+        ? Duration.fromJSON(object.maxDrainTime)
+        : isSet(object.max_drain_time)
+        ? Duration.fromJSON(object.max_drain_time)
+        : undefined,
     };
   },
 
@@ -331,6 +530,27 @@ export const Fleet: MessageFns<Fleet> = {
     if (message.emulated !== false) {
       obj.emulated = message.emulated;
     }
+    if (message.templateHash !== "") {
+      obj.templateHash = message.templateHash;
+    }
+    if (message.updatedServers !== 0) {
+      obj.updatedServers = Math.round(message.updatedServers);
+    }
+    if (message.outdatedServers !== 0) {
+      obj.outdatedServers = Math.round(message.outdatedServers);
+    }
+    if (message.strategy !== "") {
+      obj.strategy = message.strategy;
+    }
+    if (message.maxSurge !== "") {
+      obj.maxSurge = message.maxSurge;
+    }
+    if (message.maxUnavailable !== "") {
+      obj.maxUnavailable = message.maxUnavailable;
+    }
+    if (message.maxDrainTime !== undefined) {
+      obj.maxDrainTime = Duration.toJSON(message.maxDrainTime);
+    }
     return obj;
   },
 
@@ -354,6 +574,15 @@ export const Fleet: MessageFns<Fleet> = {
     );
     message.smelterCommand = object.smelterCommand ?? "";
     message.emulated = object.emulated ?? false;
+    message.templateHash = object.templateHash ?? "";
+    message.updatedServers = object.updatedServers ?? 0;
+    message.outdatedServers = object.outdatedServers ?? 0;
+    message.strategy = object.strategy ?? "";
+    message.maxSurge = object.maxSurge ?? "";
+    message.maxUnavailable = object.maxUnavailable ?? "";
+    message.maxDrainTime = (object.maxDrainTime !== undefined && object.maxDrainTime !== null)
+      ? Duration.fromPartial(object.maxDrainTime)
+      : undefined;
     return message;
   },
 };
@@ -456,6 +685,10 @@ function createBaseServer(): Server {
     stateChangedAt: undefined,
     createdAt: undefined,
     reason: "",
+    templateHash: "",
+    outdated: false,
+    drainDeadline: undefined,
+    drainRequested: "",
   };
 }
 
@@ -493,6 +726,18 @@ export const Server: MessageFns<Server> = {
     }
     if (message.reason !== "") {
       writer.uint32(90).string(message.reason);
+    }
+    if (message.templateHash !== "") {
+      writer.uint32(98).string(message.templateHash);
+    }
+    if (message.outdated !== false) {
+      writer.uint32(104).bool(message.outdated);
+    }
+    if (message.drainDeadline !== undefined) {
+      Timestamp.encode(toTimestamp(message.drainDeadline), writer.uint32(114).fork()).join();
+    }
+    if (message.drainRequested !== "") {
+      writer.uint32(122).string(message.drainRequested);
     }
     return writer;
   },
@@ -604,6 +849,38 @@ export const Server: MessageFns<Server> = {
             message.reason = reader.string();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.templateHash = reader.string();
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.outdated = reader.bool();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.drainDeadline = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.drainRequested = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -667,6 +944,22 @@ export const Server: MessageFns<Server> = {
         ? fromJsonTimestamp(object.created_at)
         : undefined,
       reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      templateHash: isSet(object.templateHash)
+        ? globalThis.String(object.templateHash)
+        : isSet(object.template_hash)
+        ? globalThis.String(object.template_hash)
+        : "",
+      outdated: isSet(object.outdated) ? globalThis.Boolean(object.outdated) : false,
+      drainDeadline: isSet(object.drainDeadline)
+        ? fromJsonTimestamp(object.drainDeadline)
+        : isSet(object.drain_deadline)
+        ? fromJsonTimestamp(object.drain_deadline)
+        : undefined,
+      drainRequested: isSet(object.drainRequested)
+        ? globalThis.String(object.drainRequested)
+        : isSet(object.drain_requested)
+        ? globalThis.String(object.drain_requested)
+        : "",
     };
   },
 
@@ -717,6 +1010,18 @@ export const Server: MessageFns<Server> = {
     if (message.reason !== "") {
       obj.reason = message.reason;
     }
+    if (message.templateHash !== "") {
+      obj.templateHash = message.templateHash;
+    }
+    if (message.outdated !== false) {
+      obj.outdated = message.outdated;
+    }
+    if (message.drainDeadline !== undefined) {
+      obj.drainDeadline = message.drainDeadline.toISOString();
+    }
+    if (message.drainRequested !== "") {
+      obj.drainRequested = message.drainRequested;
+    }
     return obj;
   },
 
@@ -752,6 +1057,10 @@ export const Server: MessageFns<Server> = {
     message.stateChangedAt = object.stateChangedAt ?? undefined;
     message.createdAt = object.createdAt ?? undefined;
     message.reason = object.reason ?? "";
+    message.templateHash = object.templateHash ?? "";
+    message.outdated = object.outdated ?? false;
+    message.drainDeadline = object.drainDeadline ?? undefined;
+    message.drainRequested = object.drainRequested ?? "";
     return message;
   },
 };
@@ -1181,6 +1490,823 @@ export const ListServersResponse: MessageFns<ListServersResponse> = {
   },
 };
 
+function createBaseApplyFleetRequest(): ApplyFleetRequest {
+  return { manifest: "", fileName: "", dryRun: false };
+}
+
+export const ApplyFleetRequest: MessageFns<ApplyFleetRequest> = {
+  encode(message: ApplyFleetRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.manifest !== "") {
+      writer.uint32(10).string(message.manifest);
+    }
+    if (message.fileName !== "") {
+      writer.uint32(18).string(message.fileName);
+    }
+    if (message.dryRun !== false) {
+      writer.uint32(24).bool(message.dryRun);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ApplyFleetRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseApplyFleetRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.manifest = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.fileName = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.dryRun = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ApplyFleetRequest {
+    return {
+      manifest: isSet(object.manifest) ? globalThis.String(object.manifest) : "",
+      fileName: isSet(object.fileName)
+        ? globalThis.String(object.fileName)
+        : isSet(object.file_name)
+        ? globalThis.String(object.file_name)
+        : "",
+      dryRun: isSet(object.dryRun)
+        ? globalThis.Boolean(object.dryRun)
+        : isSet(object.dry_run)
+        ? globalThis.Boolean(object.dry_run)
+        : false,
+    };
+  },
+
+  toJSON(message: ApplyFleetRequest): unknown {
+    const obj: any = {};
+    if (message.manifest !== "") {
+      obj.manifest = message.manifest;
+    }
+    if (message.fileName !== "") {
+      obj.fileName = message.fileName;
+    }
+    if (message.dryRun !== false) {
+      obj.dryRun = message.dryRun;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ApplyFleetRequest>): ApplyFleetRequest {
+    return ApplyFleetRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ApplyFleetRequest>): ApplyFleetRequest {
+    const message = createBaseApplyFleetRequest();
+    message.manifest = object.manifest ?? "";
+    message.fileName = object.fileName ?? "";
+    message.dryRun = object.dryRun ?? false;
+    return message;
+  },
+};
+
+function createBaseAppliedObject(): AppliedObject {
+  return { kind: "", name: "", result: "", message: "" };
+}
+
+export const AppliedObject: MessageFns<AppliedObject> = {
+  encode(message: AppliedObject, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kind !== "") {
+      writer.uint32(10).string(message.kind);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.result !== "") {
+      writer.uint32(26).string(message.result);
+    }
+    if (message.message !== "") {
+      writer.uint32(34).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AppliedObject {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAppliedObject();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.result = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AppliedObject {
+    return {
+      kind: isSet(object.kind) ? globalThis.String(object.kind) : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      result: isSet(object.result) ? globalThis.String(object.result) : "",
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: AppliedObject): unknown {
+    const obj: any = {};
+    if (message.kind !== "") {
+      obj.kind = message.kind;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.result !== "") {
+      obj.result = message.result;
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AppliedObject>): AppliedObject {
+    return AppliedObject.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AppliedObject>): AppliedObject {
+    const message = createBaseAppliedObject();
+    message.kind = object.kind ?? "";
+    message.name = object.name ?? "";
+    message.result = object.result ?? "";
+    message.message = object.message ?? "";
+    return message;
+  },
+};
+
+function createBaseApplyFleetResponse(): ApplyFleetResponse {
+  return { objects: [] };
+}
+
+export const ApplyFleetResponse: MessageFns<ApplyFleetResponse> = {
+  encode(message: ApplyFleetResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.objects) {
+      AppliedObject.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ApplyFleetResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseApplyFleetResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.objects.push(AppliedObject.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ApplyFleetResponse {
+    return {
+      objects: globalThis.Array.isArray(object?.objects)
+        ? object.objects.map((e: any) => AppliedObject.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ApplyFleetResponse): unknown {
+    const obj: any = {};
+    if (message.objects?.length) {
+      obj.objects = message.objects.map((e) => AppliedObject.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ApplyFleetResponse>): ApplyFleetResponse {
+    return ApplyFleetResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ApplyFleetResponse>): ApplyFleetResponse {
+    const message = createBaseApplyFleetResponse();
+    message.objects = object.objects?.map((e) => AppliedObject.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseDrainServersRequest(): DrainServersRequest {
+  return { servers: [], fleet: "", reason: "" };
+}
+
+export const DrainServersRequest: MessageFns<DrainServersRequest> = {
+  encode(message: DrainServersRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.servers) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.fleet !== "") {
+      writer.uint32(18).string(message.fleet);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DrainServersRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDrainServersRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.servers.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.fleet = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DrainServersRequest {
+    return {
+      servers: globalThis.Array.isArray(object?.servers) ? object.servers.map((e: any) => globalThis.String(e)) : [],
+      fleet: isSet(object.fleet) ? globalThis.String(object.fleet) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: DrainServersRequest): unknown {
+    const obj: any = {};
+    if (message.servers?.length) {
+      obj.servers = message.servers;
+    }
+    if (message.fleet !== "") {
+      obj.fleet = message.fleet;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DrainServersRequest>): DrainServersRequest {
+    return DrainServersRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DrainServersRequest>): DrainServersRequest {
+    const message = createBaseDrainServersRequest();
+    message.servers = object.servers?.map((e) => e) || [];
+    message.fleet = object.fleet ?? "";
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseDrainServersResponse(): DrainServersResponse {
+  return { servers: [] };
+}
+
+export const DrainServersResponse: MessageFns<DrainServersResponse> = {
+  encode(message: DrainServersResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.servers) {
+      Server.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DrainServersResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDrainServersResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.servers.push(Server.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DrainServersResponse {
+    return {
+      servers: globalThis.Array.isArray(object?.servers) ? object.servers.map((e: any) => Server.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: DrainServersResponse): unknown {
+    const obj: any = {};
+    if (message.servers?.length) {
+      obj.servers = message.servers.map((e) => Server.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DrainServersResponse>): DrainServersResponse {
+    return DrainServersResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DrainServersResponse>): DrainServersResponse {
+    const message = createBaseDrainServersResponse();
+    message.servers = object.servers?.map((e) => Server.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseListEventsRequest(): ListEventsRequest {
+  return { fleet: "", object: "" };
+}
+
+export const ListEventsRequest: MessageFns<ListEventsRequest> = {
+  encode(message: ListEventsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fleet !== "") {
+      writer.uint32(10).string(message.fleet);
+    }
+    if (message.object !== "") {
+      writer.uint32(18).string(message.object);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListEventsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListEventsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.fleet = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.object = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListEventsRequest {
+    return {
+      fleet: isSet(object.fleet) ? globalThis.String(object.fleet) : "",
+      object: isSet(object.object) ? globalThis.String(object.object) : "",
+    };
+  },
+
+  toJSON(message: ListEventsRequest): unknown {
+    const obj: any = {};
+    if (message.fleet !== "") {
+      obj.fleet = message.fleet;
+    }
+    if (message.object !== "") {
+      obj.object = message.object;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListEventsRequest>): ListEventsRequest {
+    return ListEventsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListEventsRequest>): ListEventsRequest {
+    const message = createBaseListEventsRequest();
+    message.fleet = object.fleet ?? "";
+    message.object = object.object ?? "";
+    return message;
+  },
+};
+
+function createBaseEvent(): Event {
+  return {
+    type: "",
+    reason: "",
+    object: "",
+    fleet: "",
+    message: "",
+    firstTime: undefined,
+    lastTime: undefined,
+    count: 0,
+  };
+}
+
+export const Event: MessageFns<Event> = {
+  encode(message: Event, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.type !== "") {
+      writer.uint32(10).string(message.type);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    if (message.object !== "") {
+      writer.uint32(26).string(message.object);
+    }
+    if (message.fleet !== "") {
+      writer.uint32(34).string(message.fleet);
+    }
+    if (message.message !== "") {
+      writer.uint32(42).string(message.message);
+    }
+    if (message.firstTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.firstTime), writer.uint32(50).fork()).join();
+    }
+    if (message.lastTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.lastTime), writer.uint32(58).fork()).join();
+    }
+    if (message.count !== 0) {
+      writer.uint32(64).uint32(message.count);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Event {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEvent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.type = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.object = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.fleet = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.firstTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.lastTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.count = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Event {
+    return {
+      type: isSet(object.type) ? globalThis.String(object.type) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      object: isSet(object.object) ? globalThis.String(object.object) : "",
+      fleet: isSet(object.fleet) ? globalThis.String(object.fleet) : "",
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+      firstTime: isSet(object.firstTime)
+        ? fromJsonTimestamp(object.firstTime)
+        : isSet(object.first_time)
+        ? fromJsonTimestamp(object.first_time)
+        : undefined,
+      lastTime: isSet(object.lastTime)
+        ? fromJsonTimestamp(object.lastTime)
+        : isSet(object.last_time)
+        ? fromJsonTimestamp(object.last_time)
+        : undefined,
+      count: isSet(object.count) ? globalThis.Number(object.count) : 0,
+    };
+  },
+
+  toJSON(message: Event): unknown {
+    const obj: any = {};
+    if (message.type !== "") {
+      obj.type = message.type;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.object !== "") {
+      obj.object = message.object;
+    }
+    if (message.fleet !== "") {
+      obj.fleet = message.fleet;
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    if (message.firstTime !== undefined) {
+      obj.firstTime = message.firstTime.toISOString();
+    }
+    if (message.lastTime !== undefined) {
+      obj.lastTime = message.lastTime.toISOString();
+    }
+    if (message.count !== 0) {
+      obj.count = Math.round(message.count);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Event>): Event {
+    return Event.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Event>): Event {
+    const message = createBaseEvent();
+    message.type = object.type ?? "";
+    message.reason = object.reason ?? "";
+    message.object = object.object ?? "";
+    message.fleet = object.fleet ?? "";
+    message.message = object.message ?? "";
+    message.firstTime = object.firstTime ?? undefined;
+    message.lastTime = object.lastTime ?? undefined;
+    message.count = object.count ?? 0;
+    return message;
+  },
+};
+
+function createBaseListEventsResponse(): ListEventsResponse {
+  return { events: [] };
+}
+
+export const ListEventsResponse: MessageFns<ListEventsResponse> = {
+  encode(message: ListEventsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.events) {
+      Event.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListEventsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListEventsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.events.push(Event.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListEventsResponse {
+    return { events: globalThis.Array.isArray(object?.events) ? object.events.map((e: any) => Event.fromJSON(e)) : [] };
+  },
+
+  toJSON(message: ListEventsResponse): unknown {
+    const obj: any = {};
+    if (message.events?.length) {
+      obj.events = message.events.map((e) => Event.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListEventsResponse>): ListEventsResponse {
+    return ListEventsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListEventsResponse>): ListEventsResponse {
+    const message = createBaseListEventsResponse();
+    message.events = object.events?.map((e) => Event.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /** FleetService shows fleets and their servers, for the CLI, dashboards and scripts. */
 export type FleetServiceDefinition = typeof FleetServiceDefinition;
 export const FleetServiceDefinition = {
@@ -1203,6 +2329,40 @@ export const FleetServiceDefinition = {
       responseStream: false,
       options: {},
     },
+    /**
+     * Applies the documents of a fleet file, each by its kind (SmelterFleet; more kinds may be plugged in):
+     * creates or changes fleets (scale, new template = rollout, new policies). Validation errors are
+     * INVALID_ARGUMENT naming the file, line and field.
+     */
+    applyFleet: {
+      name: "ApplyFleet",
+      requestType: ApplyFleetRequest as typeof ApplyFleetRequest,
+      requestStream: false,
+      responseType: ApplyFleetResponse as typeof ApplyFleetResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * Marks servers Draining: they take no new composition, stop when their composition ends (never recycled)
+     * or at the fleet's max drain time, and the fleet replaces them.
+     */
+    drainServers: {
+      name: "DrainServers",
+      requestType: DrainServersRequest as typeof DrainServersRequest,
+      requestStream: false,
+      responseType: DrainServersResponse as typeof DrainServersResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** Recent events (scale, rollout, drain, drain timeout, replaced servers), oldest first. */
+    listEvents: {
+      name: "ListEvents",
+      requestType: ListEventsRequest as typeof ListEventsRequest,
+      requestStream: false,
+      responseType: ListEventsResponse as typeof ListEventsResponse,
+      responseStream: false,
+      options: {},
+    },
   },
 } as const;
 
@@ -1215,6 +2375,28 @@ export interface FleetServiceImplementation<CallContextExt = {}> {
     request: ListServersRequest,
     context: CallContext & CallContextExt,
   ): Promise<DeepPartial<ListServersResponse>>;
+  /**
+   * Applies the documents of a fleet file, each by its kind (SmelterFleet; more kinds may be plugged in):
+   * creates or changes fleets (scale, new template = rollout, new policies). Validation errors are
+   * INVALID_ARGUMENT naming the file, line and field.
+   */
+  applyFleet(
+    request: ApplyFleetRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<ApplyFleetResponse>>;
+  /**
+   * Marks servers Draining: they take no new composition, stop when their composition ends (never recycled)
+   * or at the fleet's max drain time, and the fleet replaces them.
+   */
+  drainServers(
+    request: DrainServersRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<DrainServersResponse>>;
+  /** Recent events (scale, rollout, drain, drain timeout, replaced servers), oldest first. */
+  listEvents(
+    request: ListEventsRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<ListEventsResponse>>;
 }
 
 export interface FleetServiceClient<CallOptionsExt = {}> {
@@ -1226,6 +2408,28 @@ export interface FleetServiceClient<CallOptionsExt = {}> {
     request: DeepPartial<ListServersRequest>,
     options?: CallOptions & CallOptionsExt,
   ): Promise<ListServersResponse>;
+  /**
+   * Applies the documents of a fleet file, each by its kind (SmelterFleet; more kinds may be plugged in):
+   * creates or changes fleets (scale, new template = rollout, new policies). Validation errors are
+   * INVALID_ARGUMENT naming the file, line and field.
+   */
+  applyFleet(
+    request: DeepPartial<ApplyFleetRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<ApplyFleetResponse>;
+  /**
+   * Marks servers Draining: they take no new composition, stop when their composition ends (never recycled)
+   * or at the fleet's max drain time, and the fleet replaces them.
+   */
+  drainServers(
+    request: DeepPartial<DrainServersRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<DrainServersResponse>;
+  /** Recent events (scale, rollout, drain, drain timeout, replaced servers), oldest first. */
+  listEvents(
+    request: DeepPartial<ListEventsRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<ListEventsResponse>;
 }
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
