@@ -7,13 +7,21 @@ import { readFile } from 'node:fs/promises';
 import { UsageError } from './args.js';
 import { allocate, CommandError, get, release, status } from './client-commands.js';
 import { sidecarCommand } from './sidecar-command.js';
+import { SIMULATE_USAGE, simulateCommand } from './simulate.js';
 import { up } from './up.js';
+import { allocatorCommand } from './allocator-command.js';
+import { controllerCommand } from './controller-command.js';
 
 const USAGE = `smelter-fleet: run and use fleets of Smelter servers
 
 Usage:
   smelter-fleet up [-f fleet.yaml] [--allocator-port 50051] [--allocator-host 127.0.0.1] [--log-level warn]
       Runs a local fleet (servers as child processes, in-memory store) and the gRPC allocator.
+      --store redis://... keeps fleet state in Redis instead (shared with allocator/controller processes).
+  smelter-fleet allocator --store redis://... [--allocator-port 50051] [--allocator-host 127.0.0.1] [--log-level warn]
+      One stand-alone allocator replica over the shared Redis store; run several.
+  smelter-fleet controller --store redis://... [-f fleet.yaml] [--link host:port] [--log-level warn]
+      Keeps the fleets in the shared store at size, servers as local child processes linked to an allocator.
   smelter-fleet allocate --fleet <name> --composition <id> [--label k=v]... [--metadata k=v]... [--wait 10s] [--json]
   smelter-fleet release --composition <id> [--json]
   smelter-fleet get --composition <id> [--json]
@@ -24,10 +32,14 @@ Usage:
       --local needs no fleet: an in-process one stands in and what it would record is logged.
   smelter-fleet supervise [sidecar flags] -- <smelter command...>
       Runs Smelter as a child with the sidecar: SIGTERM drains (waits for the composition), then SIGINT.
+  ${SIMULATE_USAGE}
   smelter-fleet emulator
       Runs the Smelter emulator (a test stand-in for Smelter) with Smelter's environment variables.
 
 Client commands take --allocator <host:port> (default $SMELTER_FLEET_ALLOCATOR or 127.0.0.1:50051).
+--store defaults to $SMELTER_FLEET_STORE, else memory. Redis URLs: redis://[user:password@]host[:port][/db][?prefix=name],
+rediss:// (TLS), redis+sentinel://host:port,.../master, redis+cluster://host:port,... Processes sharing a Redis
+share the fleet link secret (kept in Redis, or $SMELTER_FLEET_LINK_SECRET).
 Environment: SMELTER_PATH runs that Smelter binary instead of the emulator. The sidecar reads
 SMELTER_FLEET_SERVER_NAME, SMELTER_FLEET_LINK, SMELTER_FLEET_LINK_TOKEN, SMELTER_FLEET_SMELTER_URL (default
 http://127.0.0.1:$SMELTER_API_PORT), SMELTER_FLEET_SDK_GRPC_PORT, SMELTER_FLEET_SDK_HTTP_PORT.`;
@@ -38,6 +50,21 @@ async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   const out = (text: string) => process.stdout.write(text + '\n');
   const client = { defaultAllocator: process.env.SMELTER_FLEET_ALLOCATOR || '127.0.0.1:50051', out };
+  const scaleOut = {
+    defaultStore: process.env.SMELTER_FLEET_STORE || 'memory',
+    linkSecret: process.env.SMELTER_FLEET_LINK_SECRET || undefined,
+    out,
+  };
+  const stopSignal = () =>
+    new Promise<string>((resolve) => {
+      const onSignal = (sig: NodeJS.Signals) => {
+        resolve(sig);
+        // A second signal means now: let Node's default handling end the process.
+        process.once(sig, () => process.exit(130));
+      };
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+    });
   switch (command) {
     case 'up': {
       const stopRequested = new Promise<string>((resolve) => {
@@ -56,9 +83,22 @@ async function main(argv: string[]): Promise<number> {
         tty: process.stdout.isTTY === true,
         superviseCommand: [process.execPath, fileURLToPath(import.meta.url), 'supervise'],
         stopRequested,
+        defaultStore: scaleOut.defaultStore,
+        linkSecret: scaleOut.linkSecret,
       });
       return 0;
     }
+    case 'allocator':
+      await allocatorCommand(rest, { ...scaleOut, stopRequested: stopSignal() });
+      return 0;
+    case 'controller':
+      await controllerCommand(rest, {
+        ...scaleOut,
+        stopRequested: stopSignal(),
+        smelterPath: process.env.SMELTER_PATH || undefined,
+        superviseCommand: [process.execPath, fileURLToPath(import.meta.url), 'supervise'],
+      });
+      return 0;
     case 'allocate':
       await allocate(rest, client);
       return 0;
@@ -81,6 +121,9 @@ async function main(argv: string[]): Promise<number> {
         },
         localFleet: async () => parseFleetFile(await readFile(exampleFleet, 'utf8'), exampleFleet)[0]!,
       });
+    case 'simulate':
+      await simulateCommand(rest, { out });
+      return 0;
     case 'emulator': {
       const { emulatorMainPath } = await import('@smelter-fleet/smelter-emulator');
       await import(emulatorMainPath);

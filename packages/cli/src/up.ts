@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { startAllocatorServer, type FleetRuntimeInfo } from '@smelter-fleet/allocator';
 import { FleetController } from '@smelter-fleet/controller';
@@ -11,12 +10,12 @@ import {
   type LogLevel,
   type Store,
 } from '@smelter-fleet/core';
-import { MemoryStore } from '@smelter-fleet/memory-store';
 import { ProcessRuntime } from '@smelter-fleet/process-runtime';
 import { emulatorMainPath } from '@smelter-fleet/smelter-emulator';
 import { parseArgs } from 'node:util';
 import { parsing, port, UsageError } from './args.js';
 import { CommandError } from './client-commands.js';
+import { openStore } from './store-option.js';
 import { countsByState, renderStatus, type StatusView } from './table.js';
 
 export interface UpContext {
@@ -31,6 +30,10 @@ export interface UpContext {
   superviseCommand: readonly string[];
   /** Resolves when the process is asked to stop (Ctrl-C, SIGTERM). */
   stopRequested: Promise<string>;
+  /** `--store` without the flag: $SMELTER_FLEET_STORE, else memory. */
+  defaultStore?: string;
+  /** $SMELTER_FLEET_LINK_SECRET, when set: the fleet link secret shared by every process. */
+  linkSecret?: string | undefined;
 }
 
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
@@ -46,6 +49,7 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
         'allocator-port': { type: 'string' },
         'allocator-host': { type: 'string' },
         'log-level': { type: 'string' },
+        store: { type: 'string' },
       },
     }),
   );
@@ -63,17 +67,21 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
     return { smelterCommand: command.join(' '), emulated: command === emulator };
   };
 
-  const store = new MemoryStore();
+  // Sidecars authenticate on the fleet link with tokens derived from this secret: per run in memory,
+  // shared through Redis (or $SMELTER_FLEET_LINK_SECRET) so any allocator replica accepts them.
+  const { store, linkSecret, description } = await openStore('up', values.store ?? ctx.defaultStore ?? 'memory', {
+    logger,
+    linkSecret: ctx.linkSecret,
+  });
   for (const f of fleets) await store.putFleet(f);
-  // Sidecars authenticate on the fleet link with tokens derived from this per-run secret.
-  const linkSecret = randomBytes(32).toString('base64url');
   const allocator = await startAllocatorServer({
     store,
     address: allocatorAddress,
     fleetInfo,
     linkSecret,
     logger,
-  }).catch((err: Error) => {
+  }).catch(async (err: Error) => {
+    await store.close();
     throw new CommandError(`up: cannot listen on ${allocatorAddress}: ${err.message}`);
   });
   const anyHost = /^(0\.0\.0\.0|\[::\]|::)$/.test(allocatorAddress.slice(0, allocatorAddress.lastIndexOf(':')));
@@ -92,7 +100,7 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
   const controller = new FleetController({ store, runtime, logger });
   const stop = new AbortController();
 
-  ctx.out(`smelter-fleet up: allocator listening on ${allocator.address} (gRPC)`);
+  ctx.out(`smelter-fleet up: allocator listening on ${allocator.address} (gRPC), store ${description}`);
   ctx.out(`fleet file ${file}: ${fleets.map((f) => `${f.name} (${f.replicas} servers)`).join(', ')}`);
   for (const f of fleets) {
     const info = fleetInfo(f);
@@ -119,7 +127,7 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
   ctx.out('stopped: every server process has exited');
 }
 
-async function loadFleets(file: string): Promise<FleetSpec[]> {
+export async function loadFleets(file: string): Promise<FleetSpec[]> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');

@@ -18,6 +18,7 @@ import {
   type Store,
   type StoreEvent,
 } from '@smelter-fleet/core';
+import { randomBytes } from 'node:crypto';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { parseRedisUrl, type RedisTarget } from './config.js';
 import { ALLOCATE, COMMIT, POSITION, PUT_FLEET, RENEW_LEASE, SNAPSHOT } from './lua.js';
@@ -418,6 +419,20 @@ export class RedisStore implements Store {
       if (!this.closed) this.logger.warn('cannot expire lease', { server: name, error: String(err) });
     }
     this.logger.debug('lease expiry handled', { server: name, won: outcome === 'OK', outcome });
+  }
+
+  /**
+   * A secret shared by every process of the installation (e.g. the fleet link's): the first caller
+   * generates it (SET NX), every later one reads the same value.
+   */
+  async sharedSecret(name: string): Promise<string> {
+    const key = `${this.p}secret:${name}`;
+    return this.call(async () => {
+      await this.redis.set(key, randomBytes(32).toString('base64url'), 'NX');
+      const value = await this.redis.get(key);
+      if (value === null) throw new Error(`secret ${name} vanished`);
+      return value;
+    });
   }
 
   // ---- change feed

@@ -1,0 +1,91 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it, jest } from '@jest/globals';
+import { RedisStore } from '@smelter-fleet/redis-store';
+import { alive, freePort, RedisServer, untilServers } from '@smelter-fleet/testing';
+import { cli, fleetYaml, start, tempFile, type Running } from './helpers.js';
+
+jest.setTimeout(60_000);
+
+describe('smelter-fleet with --store redis://', () => {
+  let redis: RedisServer;
+  const running: Running[] = [];
+  const run = (args: string[], env: NodeJS.ProcessEnv = {}) => {
+    const r = start(args, env);
+    running.push(r);
+    return r;
+  };
+  beforeAll(async () => {
+    redis = await RedisServer.start({ aof: true });
+  });
+  afterEach(async () => {
+    // The controller first: it stops its servers, whose sidecars link to the allocators.
+    for (const r of running.splice(0).reverse()) {
+      if (r.child.exitCode === null && r.child.signalCode === null) {
+        r.child.kill('SIGTERM');
+        await r.exited;
+      }
+    }
+  });
+  afterAll(async () => {
+    await redis.stop();
+  });
+
+  it('refuses a missing, malformed or unreachable store, naming --store', async () => {
+    const memory = await cli(['allocator', '--allocator-port', '0'], { SMELTER_FLEET_STORE: '' });
+    expect(memory.code).toBe(2);
+    expect(memory.stderr).toMatch(/allocator: --store must be a redis:\/\/ URL/);
+    const bad = await cli(['controller', '--store', 'redis://a,b']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/controller: --store: redis:\/\/ takes one host/);
+    const port = await freePort();
+    const down = await cli(['allocator', '--store', `redis://user:pw@127.0.0.1:${port}`, '--allocator-port', '0']);
+    expect(down.code).toBe(1);
+    expect(down.stderr).toMatch(
+      new RegExp(`allocator: --store redis://user:\\*\\*\\*@127.0.0.1:${port}: cannot connect`),
+    );
+    expect(down.stderr).not.toContain(':pw@');
+  });
+
+  it('runs a controller and two allocator replicas on one Redis: either replica allocates, retries agree', async () => {
+    const url = `${redis.url}?prefix=e2e-cli`;
+    const a1 = run(['allocator', '--store', url, '--allocator-port', '0']);
+    const a2 = run(['allocator', '--allocator-port', '0'], { SMELTER_FLEET_STORE: url });
+    const addr1 = (await a1.waitFor(/listening on (\S+)/)).match[1]!;
+    const addr2 = (await a2.waitFor(/listening on (\S+)/)).match[1]!;
+    // The controller's sidecars link to replica 1 with tokens from the secret kept in Redis.
+    const fleetFile = tempFile('fleet.yaml', fleetYaml('shared', 2));
+    const controller = run(['controller', '--store', url, '-f', fleetFile, '--link', addr1]);
+    await controller.waitFor(/fleets shared/);
+
+    const store = await RedisStore.connect({ url });
+    try {
+      const ready = await untilServers(store, (s) => s.filter((x) => x.state === 'Ready').length === 2);
+      const first = await cli(['allocate', '--allocator', addr2, '--fleet', 'shared', '--composition', 'c1', '--json']);
+      expect(first.stderr).toBe('');
+      const retried = await cli([
+        'allocate',
+        '--allocator',
+        addr1,
+        '--fleet',
+        'shared',
+        '--composition',
+        'c1',
+        '--json',
+      ]);
+      const a = JSON.parse(first.stdout) as { server_name: string; token: string };
+      expect(JSON.parse(retried.stdout)).toEqual(a);
+      expect(ready.map((s) => s.name)).toContain(a.server_name);
+      expect(await store.getServer(a.server_name)).toMatchObject({ state: 'Allocated', compositionId: 'c1' });
+      const released = await cli(['release', '--allocator', addr1, '--composition', 'c1']);
+      expect(released.code).toBe(0);
+      // Recycled by its sidecar (linked to replica 1) after the release went through replica 1.
+      await untilServers(store, (s) => s.find((x) => x.name === a.server_name)?.state === 'Ready');
+
+      const pids = (await store.listServers()).map((s) => s.pid!);
+      controller.child.kill('SIGTERM');
+      await controller.waitFor(/every server process has exited/);
+      expect(pids.filter(alive)).toEqual([]);
+    } finally {
+      await store.close();
+    }
+  });
+});

@@ -1,0 +1,70 @@
+import { parseArgs } from 'node:util';
+import { FleetController } from '@smelter-fleet/controller';
+import { jsonLogger, linkToken } from '@smelter-fleet/core';
+import { ProcessRuntime } from '@smelter-fleet/process-runtime';
+import { emulatorMainPath } from '@smelter-fleet/smelter-emulator';
+import { parsing } from './args.js';
+import { logLevel, sharedStoreValue, type ScaleOutContext } from './allocator-command.js';
+import { openStore } from './store-option.js';
+import { loadFleets } from './up.js';
+
+export interface ControllerContext extends ScaleOutContext {
+  /** $SMELTER_PATH: the Smelter binary; unset means the emulator. */
+  smelterPath: string | undefined;
+  /** argv that runs `smelter-fleet supervise` (each server runs under its sidecar). */
+  superviseCommand: readonly string[];
+}
+
+/**
+ * `smelter-fleet controller --store redis://... [-f fleet.yaml] [--link host:port]`: the FleetController
+ * with the local process runtime, against the shared store. Servers' sidecars link to an allocator
+ * replica (`--link`), with tokens from the installation's shared link secret.
+ */
+export async function controllerCommand(argv: string[], ctx: ControllerContext): Promise<void> {
+  const { values } = parsing('controller', () =>
+    parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        store: { type: 'string' },
+        file: { type: 'string', short: 'f' },
+        link: { type: 'string' },
+        'log-level': { type: 'string' },
+      },
+    }),
+  );
+  const level = logLevel('controller', values['log-level']);
+  const logger = jsonLogger({ level });
+  const storeValue = sharedStoreValue('controller', values.store ?? ctx.defaultStore);
+  const fleets = values.file ? await loadFleets(values.file) : [];
+  const opened = await openStore('controller', storeValue, { logger, linkSecret: ctx.linkSecret });
+  const { store } = opened;
+  for (const f of fleets) await store.putFleet(f);
+  const link = values.link ?? '127.0.0.1:50051';
+  const runtime = new ProcessRuntime({
+    defaultCommand: ctx.smelterPath ? [ctx.smelterPath] : [process.execPath, emulatorMainPath],
+    logger,
+    sidecar: {
+      command: [...ctx.superviseCommand, '--log-level', level],
+      link,
+      linkToken: (name) => linkToken(opened.linkSecret, name),
+    },
+  });
+  const killAll = () => runtime.killAll();
+  process.once('exit', killAll);
+  const controller = new FleetController({ store, runtime, logger });
+  const stop = new AbortController();
+  const names = (await store.listFleets()).map((f) => f.name);
+  ctx.out(
+    `smelter-fleet controller: store ${opened.description}, fleets ${names.join(', ') || '(none yet)'}, sidecars link to ${link}`,
+  );
+  const running = controller.run(stop.signal);
+  const why = await Promise.race([ctx.stopRequested, running.then(() => 'controller stopped')]);
+  ctx.out(`stopping (${why}): stopping every server...`);
+  stop.abort();
+  await running;
+  await store.close();
+  process.off('exit', killAll);
+  ctx.out('stopped: every server process has exited');
+}
