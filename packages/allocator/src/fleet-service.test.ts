@@ -179,7 +179,7 @@ describe('FleetService: ApplyFleet, DrainServers, ListEvents', () => {
       [{ servers: [''] }, Status.INVALID_ARGUMENT, 'servers[0]: must not be empty'],
       [{ servers: ['nope'] }, Status.NOT_FOUND, 'server "nope" not found'],
       [{ fleet: 'nope' }, Status.NOT_FOUND, 'fleet "nope" not found'],
-    ] as const) {
+    ] as [{ servers?: string[]; fleet?: string }, Status, string][]) {
       const e = await grpcError(clients.fleet.drainServers(req));
       expect([e.code, e.details]).toEqual([code, details]);
     }

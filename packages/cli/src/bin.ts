@@ -6,6 +6,7 @@ import { FleetError, parseFleetFile } from '@smelter-fleet/core';
 import { readFile } from 'node:fs/promises';
 import { UsageError } from './args.js';
 import { allocate, CommandError, get, release, status } from './client-commands.js';
+import { apply, drain, events } from './fleet-commands.js';
 import { sidecarCommand } from './sidecar-command.js';
 import { SIMULATE_USAGE, simulateCommand } from './simulate.js';
 import { up } from './up.js';
@@ -26,6 +27,13 @@ Usage:
   smelter-fleet release --composition <id> [--json]
   smelter-fleet get --composition <id> [--json]
   smelter-fleet status [--fleet <name>] [--json]
+      Fleets, servers, rollout progress (updated/outdated) and draining servers with their time left.
+  smelter-fleet apply -f fleet.yaml [--dry-run] [--json]
+      Creates or changes fleets of a running fleet: scale, new template (a rollout), new policies.
+  smelter-fleet drain <server>... | --fleet <name> [--reason text] [--json]
+      Servers take no new composition, stop once theirs ends (never recycled) and are replaced.
+  smelter-fleet events [--fleet <name>] [--server <name>] [--json]
+      What the controller did: scaling, rollouts, drains, drain timeouts, replaced servers.
   smelter-fleet sidecar [--name N] [--link host:port] [--smelter-url URL] [--sdk-grpc-port 9357] [--sdk-http-port 9358]
                         [--health-period 250ms] [--failure-threshold 3] [--local] [--log-level info]
       Runs the sidecar beside a Smelter: health, composition end, the fleet link, the SDK on localhost.
@@ -110,6 +118,15 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case 'status':
       await status(rest, client);
+      return 0;
+    case 'apply':
+      await apply(rest, client);
+      return 0;
+    case 'drain':
+      await drain(rest, client);
+      return 0;
+    case 'events':
+      await events(rest, client);
       return 0;
     case 'sidecar':
     case 'supervise':

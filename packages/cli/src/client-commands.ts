@@ -17,7 +17,11 @@ const CALL_DEADLINE_MS = 10_000;
 
 const allocatorOption = { allocator: { type: 'string' } } as const;
 
-async function withAllocator<T>(command: string, address: string, fn: (c: AllocatorClients) => Promise<T>): Promise<T> {
+export async function withAllocator<T>(
+  command: string,
+  address: string,
+  fn: (c: AllocatorClients) => Promise<T>,
+): Promise<T> {
   const clients = connectAllocator(address);
   try {
     return await fn(clients);
@@ -183,6 +187,14 @@ export async function status(argv: string[], ctx: ClientContext): Promise<void> 
           emulated: f.emulated,
           smelterCommand: f.smelterCommand,
           serversByState: f.serversByState,
+          rollout: {
+            templateHash: f.templateHash,
+            updated: f.updatedServers,
+            outdated: f.outdatedServers,
+            strategy: f.strategy,
+            maxSurge: f.maxSurge,
+            maxUnavailable: f.maxUnavailable,
+          },
         })),
       servers: servers.servers.map((s) => ({
         name: s.name,
@@ -193,6 +205,9 @@ export async function status(argv: string[], ctx: ClientContext): Promise<void> 
         composition: s.compositionId,
         pid: s.pid || null,
         reason: s.reason,
+        outdated: s.outdated,
+        drainDeadline: s.drainDeadline?.getTime() ?? null,
+        drainRequested: s.drainRequested,
       })),
     };
     return view;

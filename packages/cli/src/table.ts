@@ -19,6 +19,15 @@ export interface StatusView {
     emulated: boolean;
     smelterCommand: string;
     serversByState: Record<string, number>;
+    /** Rollout progress (from the allocator's FleetService). */
+    rollout?: {
+      templateHash: string;
+      updated: number;
+      outdated: number;
+      strategy: string;
+      maxSurge: string;
+      maxUnavailable: string;
+    };
   }[];
   servers: {
     name: string;
@@ -29,7 +38,21 @@ export interface StatusView {
     composition: string;
     pid: number | null;
     reason: string;
+    /** Runs an older template than its fleet's. */
+    outdated?: boolean;
+    /** While Draining: epoch ms when the max drain time runs out. */
+    drainDeadline?: number | null;
+    /** Why it was told to leave, if it was. */
+    drainRequested?: string;
   }[];
+}
+
+/** 3h05m, 4m10s, 12s. */
+export function formatDuration(ms: number): string {
+  const s = Math.ceil(ms / 1000);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
 
 /** "Ready 2, Allocated 1", in lifecycle order. */
@@ -39,12 +62,26 @@ export function countsByState(byState: Record<string, number>): string {
     .join(', ');
 }
 
-export function renderStatus(view: StatusView): string {
+export function renderStatus(view: StatusView, now = Date.now()): string {
   const out: string[] = [];
   for (const f of view.fleets) {
     const what = f.emulated ? 'Smelter EMULATOR (not Smelter)' : f.smelterCommand;
     const counts = countsByState(f.serversByState) || 'no servers';
     out.push(`fleet ${f.name}  region ${f.region}  desired ${f.replicas}  ${counts}  [${what}]`);
+    const r = f.rollout;
+    if (r && r.outdated > 0) {
+      const limits = r.strategy === 'RollingUpdate' ? ` maxSurge ${r.maxSurge} maxUnavailable ${r.maxUnavailable}` : '';
+      out.push(
+        `  rollout to template ${r.templateHash} (${r.strategy}${limits}): ${r.updated} updated, ${r.outdated} outdated`,
+      );
+    }
+    for (const s of view.servers)
+      if (s.fleet === f.name && s.state === 'Draining' && s.drainDeadline) {
+        const left = Math.max(0, s.drainDeadline - now);
+        const holding = s.composition ? `composition ${s.composition}` : 'no composition';
+        const why = s.drainRequested ? `, ${s.drainRequested}` : s.outdated ? ', outdated' : '';
+        out.push(`  draining ${s.name}: ${holding}, ${formatDuration(left)} left of the max drain time${why}`);
+      }
   }
   const rows = view.servers.map((s) => [
     s.name,

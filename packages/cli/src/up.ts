@@ -1,9 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import { startAllocatorServer, type FleetRuntimeInfo } from '@smelter-fleet/allocator';
-import { FleetController } from '@smelter-fleet/controller';
+import { ControllerMetrics, FleetController } from '@smelter-fleet/controller';
 import {
   FleetSpecError,
   jsonLogger,
+  MemoryEventRecorder,
   linkToken,
   parseFleetFile,
   type FleetSpec,
@@ -15,6 +16,7 @@ import { emulatorMainPath } from '@smelter-fleet/smelter-emulator';
 import { parseArgs } from 'node:util';
 import { parsing, port, UsageError } from './args.js';
 import { CommandError } from './client-commands.js';
+import { serveMetrics } from './metrics-server.js';
 import { openStore } from './store-option.js';
 import { countsByState, renderStatus, type StatusView } from './table.js';
 
@@ -49,6 +51,7 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
         'allocator-port': { type: 'string' },
         'allocator-host': { type: 'string' },
         'log-level': { type: 'string' },
+        'metrics-port': { type: 'string' },
         store: { type: 'string' },
       },
     }),
@@ -60,6 +63,10 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
   const fleets = await loadFleets(file);
 
   const logger = jsonLogger({ level: logLevel });
+  const metricsPort =
+    values['metrics-port'] === undefined ? undefined : port('metrics-port', values['metrics-port'], 0);
+  const events = new MemoryEventRecorder();
+  const metrics = new ControllerMetrics();
   const emulator = [process.execPath, emulatorMainPath];
   const defaultCommand = ctx.smelterPath ? [ctx.smelterPath] : emulator;
   const fleetInfo = (f: FleetSpec): FleetRuntimeInfo => {
@@ -80,6 +87,7 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
     fleetInfo,
     linkSecret,
     logger,
+    events,
   }).catch(async (err: Error) => {
     await store.close();
     throw new CommandError(`up: cannot listen on ${allocatorAddress}: ${err.message}`);
@@ -97,10 +105,20 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
   // However this process ends (a second Ctrl-C, a crash), no server outlives it.
   const killAll = () => runtime.killAll();
   process.once('exit', killAll);
-  const controller = new FleetController({ store, runtime, logger });
+  const controller = new FleetController({ store, runtime, logger, events, metrics });
+  const metricsServer =
+    metricsPort === undefined
+      ? undefined
+      : await serveMetrics(metrics.registry, values['allocator-host'] ?? '127.0.0.1', metricsPort).catch(
+          async (err: Error) => {
+            await allocator.close({ force: true });
+            throw new CommandError(`up: cannot serve metrics on port ${metricsPort}: ${err.message}`);
+          },
+        );
   const stop = new AbortController();
 
   ctx.out(`smelter-fleet up: allocator listening on ${allocator.address} (gRPC), store ${description}`);
+  if (metricsServer) ctx.out(`metrics: ${metricsServer.url} (Prometheus)`);
   ctx.out(`fleet file ${file}: ${fleets.map((f) => `${f.name} (${f.replicas} servers)`).join(', ')}`);
   for (const f of fleets) {
     const info = fleetInfo(f);
@@ -122,6 +140,7 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
   await running;
   await printing;
   await allocator.close({ force: true });
+  await metricsServer?.close();
   await store.close();
   process.off('exit', killAll);
   ctx.out('stopped: every server process has exited');
