@@ -207,25 +207,30 @@ export class FleetController {
     this.observe(fleet, name, hash, live, plan);
     const byName = new Map(live.map((s) => [s.name, s]));
 
-    for (const serverName of plan.drain) {
-      const s = byName.get(serverName)!;
-      const drained = await this.update(s, {
-        event: 'Drain',
-        reason: 'outdated template: leaves when its composition ends',
-        annotations: { ...s.annotations, [DRAIN_REQUESTED_ANNOTATION]: 'outdated template' },
-      });
-      if (drained) this.event('Normal', 'Draining', name, `server/${s.name}`, drainMessage(s, fleet));
-    }
+    // Each change is one store write of its own; issued together, not one round trip after another.
+    await Promise.all(
+      plan.drain.map(async (serverName) => {
+        const s = byName.get(serverName)!;
+        const drained = await this.update(s, {
+          event: 'Drain',
+          reason: 'outdated template: leaves when its composition ends',
+          annotations: { ...s.annotations, [DRAIN_REQUESTED_ANNOTATION]: 'outdated template' },
+        });
+        if (drained) this.event('Normal', 'Draining', name, `server/${s.name}`, drainMessage(s, fleet));
+      }),
+    );
     const stopped: Record<StopWhy, number> = { surplus: 0, outdated: 0, drained: 0 };
-    for (const { name: serverName, why } of plan.stop) {
-      const s = byName.get(serverName)!;
-      const reason = why === 'surplus' ? 'scaled down' : why === 'outdated' ? 'outdated template' : 'drained';
-      const next = await this.update(s, { event: 'Shutdown', reason });
-      if (!next) continue;
-      stopped[why]++;
-      this.metrics?.stopped.inc({ fleet: name, why });
-      this.retire(next, reason);
-    }
+    await Promise.all(
+      plan.stop.map(async ({ name: serverName, why }) => {
+        const s = byName.get(serverName)!;
+        const reason = why === 'surplus' ? 'scaled down' : why === 'outdated' ? 'outdated template' : 'drained';
+        const next = await this.update(s, { event: 'Shutdown', reason });
+        if (!next) return;
+        stopped[why]++;
+        this.metrics?.stopped.inc({ fleet: name, why });
+        this.retire(next, reason);
+      }),
+    );
     if (fleet && plan.launch > 0) await this.launch(fleet, hash, plan.launch);
 
     const desired = fleet?.replicas ?? 0;
