@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { FleetController } from '@smelter-fleet/controller';
 import {
   FLEET_API_VERSION,
@@ -140,6 +141,7 @@ export async function simulate(options: SimulateOptions): Promise<SimReport> {
   const queue: { id: string; arrivedAt: number; durationMs: number; gaveUp: AbortController }[] = [];
   const stop = new AbortController();
   const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
+  setMaxListeners(0, signal); // one listener per running composition's release timer
   const tryAllocate = async (id: string): Promise<boolean> => {
     try {
       await allocator.allocate({ fleet: FLEET, compositionId: id, matchLabels: {}, metadata: {} });
@@ -172,7 +174,8 @@ export async function simulate(options: SimulateOptions): Promise<SimReport> {
   };
   const arrive = async (id: string, durationMs: number) => {
     const arrivedAt = clock.now();
-    if (queue.length === 0 && (await tryAllocate(id))) {
+    // Like the allocator, every request tries first (so a miss is seen as demand), whoever else is waiting.
+    if (await tryAllocate(id)) {
       warm++;
       served(id, arrivedAt, durationMs);
       return;
