@@ -116,6 +116,22 @@ describe('checkHistory', () => {
     ]);
   });
 
+  it('checks a mid-run listing only for compositions surely held while it was taken', () => {
+    const events = history([
+      [0, 'a1', 'invoke', 'allocate', 'c1'],
+      [1, 'a1', 'ok', 'allocate', 'c1', 's1'], // held throughout: must be listed
+      [2, 'a2', 'invoke', 'allocate', 'c2'],
+      [6, 'a2', 'ok', 'allocate', 'c2', 's2'], // answered after the listing began: may be missing
+      [7, 'r1', 'invoke', 'release', 'c1'], // released after the listing ended: still required
+      [8, 'r1', 'ok', 'release', 'c1'],
+    ]);
+    const finalAt = { from: 4, to: 5 };
+    expect(kinds(events, { finalAllocations: [], finalAt })).toEqual(['lost-allocation']);
+    expect(
+      kinds(events, { finalAllocations: [{ compositionId: 'c1', serverName: 's1', token: 't-c1' }], finalAt }),
+    ).toEqual([]);
+  });
+
   it('reports completions without an invoke and double invokes as malformed', () => {
     expect(
       kinds(

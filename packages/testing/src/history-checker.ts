@@ -31,6 +31,12 @@ export interface HistoryCheckOptions {
    * allocate and whose release was never invoked must be among them, on the same server with the same token.
    */
   finalAllocations?: { compositionId: string; serverName: string; token: string }[];
+  /**
+   * When `finalAllocations` was listed mid-run: the listing started at `from` and ended at `to` (epoch ms,
+   * historyNow). Only compositions surely held all that time (allocated before, release invoked after) are
+   * required. Default: listed after the whole history.
+   */
+  finalAt?: { from: number; to: number };
 }
 
 export interface HistoryReport {
@@ -147,8 +153,9 @@ export function checkHistory(events: readonly HistoryEvent[], options: HistoryCh
 
   if (options.finalAllocations) {
     const final = new Map(options.finalAllocations.map((a) => [a.compositionId, a]));
+    const window = options.finalAt ?? { from: Infinity, to: Number.MAX_VALUE };
     for (const [compositionId, h] of holdings) {
-      if (h.until !== Infinity) continue;
+      if (h.from > window.from || h.until <= window.to) continue;
       const a = final.get(compositionId);
       if (!a || a.serverName !== h.server || a.token !== h.token)
         violations.push({
@@ -180,6 +187,8 @@ export class HistoryRecorder {
   constructor(
     private readonly processId: string,
     private readonly file?: string,
+    /** Told every event as it is recorded (e.g. to inject a fault after so many failures). */
+    private readonly listener?: (e: HistoryEvent) => void,
   ) {}
 
   /** Records an invoke; call `ok` or `fail` on the result when the call answers. */
@@ -196,6 +205,7 @@ export class HistoryRecorder {
 
   private add(e: HistoryEvent): void {
     this.events.push(e);
+    this.listener?.(e);
     if (this.file) appendFileSync(this.file, JSON.stringify(e) + '\n');
   }
 }
