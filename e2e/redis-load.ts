@@ -3,7 +3,7 @@
 // records its history for the checker.
 import { connectAllocator, type AllocatorClients } from '@smelter-fleet/allocator';
 import { parseFleetFile, systemClock, type Store } from '@smelter-fleet/core';
-import { HistoryRecorder } from '@smelter-fleet/testing';
+import type { HistoryRecorder } from '@smelter-fleet/testing';
 import { ClientError, Status } from 'nice-grpc';
 import { start, type Running } from './helpers.js';
 
