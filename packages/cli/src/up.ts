@@ -1,12 +1,14 @@
 import { readFile } from 'node:fs/promises';
 import { startAllocatorServer, type FleetRuntimeInfo } from '@smelter-fleet/allocator';
+import { FleetAutoscaler } from '@smelter-fleet/autoscaler';
 import { ControllerMetrics, FleetController } from '@smelter-fleet/controller';
 import {
   FleetSpecError,
   jsonLogger,
   MemoryEventRecorder,
   linkToken,
-  parseFleetFile,
+  parseFleetFileDocuments,
+  type FleetFileDocuments,
   type FleetSpec,
   type LogLevel,
   type Store,
@@ -60,7 +62,7 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
   if (!LOG_LEVELS.includes(logLevel)) throw new UsageError(`up: --log-level must be one of ${LOG_LEVELS.join(', ')}`);
   const allocatorAddress = `${values['allocator-host'] ?? '127.0.0.1'}:${port('allocator-port', values['allocator-port'], 50051)}`;
   const file = values.file ?? ctx.defaultFleetFile;
-  const fleets = await loadFleets(file);
+  const { fleets, autoscalers } = await loadFleetFile(file);
 
   const logger = jsonLogger({ level: logLevel });
   const metricsPort =
@@ -81,8 +83,16 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
     linkSecret: ctx.linkSecret,
   });
   for (const f of fleets) await store.putFleet(f);
-  const allocator = await startAllocatorServer({
+  // Autoscalers write replicas on the stored fleets; the allocator's misses (no Ready server) are their demand.
+  const autoscaler = new FleetAutoscaler({
     store,
+    autoscalers,
+    logger,
+    onScale: (a) =>
+      ctx.out(`autoscaler ${a.name}: fleet ${a.fleetName} ${a.previousReplicas} -> ${a.desiredReplicas} (${a.reason})`),
+  });
+  const allocator = await startAllocatorServer({
+    store: autoscalers.length > 0 ? autoscaler.allocatorStore() : store,
     address: allocatorAddress,
     fleetInfo,
     linkSecret,
@@ -120,6 +130,7 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
   ctx.out(`smelter-fleet up: allocator listening on ${allocator.address} (gRPC), store ${description}`);
   if (metricsServer) ctx.out(`metrics: ${metricsServer.url} (Prometheus)`);
   ctx.out(`fleet file ${file}: ${fleets.map((f) => `${f.name} (${f.replicas} servers)`).join(', ')}`);
+  for (const a of autoscalers) ctx.out(`autoscaler ${a.name}: ${a.policy.type} policy on fleet ${a.fleetName}`);
   for (const f of fleets) {
     const info = fleetInfo(f);
     ctx.out(
@@ -133,11 +144,13 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
   );
 
   const running = controller.run(stop.signal);
+  const scaling = autoscaler.run(stop.signal);
   const printing = printStatus(store, fleetInfo, ctx, stop.signal);
   const why = await Promise.race([ctx.stopRequested, running.then(() => 'controller stopped')]);
   ctx.out(`\nstopping (${why}): stopping every server...`);
   stop.abort();
   await running;
+  await scaling;
   await printing;
   await allocator.close({ force: true });
   await metricsServer?.close();
@@ -147,6 +160,11 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
 }
 
 export async function loadFleets(file: string): Promise<FleetSpec[]> {
+  return (await loadFleetFile(file)).fleets;
+}
+
+/** Fleets and autoscalers (SmelterFleetAutoscaler documents) of a fleet file. */
+export async function loadFleetFile(file: string): Promise<FleetFileDocuments> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -154,7 +172,7 @@ export async function loadFleets(file: string): Promise<FleetSpec[]> {
     throw new CommandError(`up: cannot read fleet file ${file}: ${(err as Error).message}`);
   }
   try {
-    return parseFleetFile(text, file);
+    return parseFleetFileDocuments(text, file);
   } catch (err) {
     if (err instanceof FleetSpecError) throw new CommandError(`up: invalid fleet file: ${err.message}`);
     throw err;
