@@ -1,17 +1,24 @@
 // pnpm bench:allocate: allocations/s and latency against an allocator holding 1,000 servers
-// (memory store), beside a no-op unary gRPC call on the same server as the ceiling.
-import { execFile } from 'node:child_process';
+// (memory store), beside a no-op unary gRPC call on the same server as the ceiling; then the same
+// Allocate load spread over 2 allocator replica processes sharing a Redis store, in the same run.
+import { execFile, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { startAllocatorServer } from '@smelter-fleet/allocator';
 import { MemoryStore } from '@smelter-fleet/memory-store';
-import { parseFleetFile } from '@smelter-fleet/core';
+import { parseFleetFile, type Store } from '@smelter-fleet/core';
+import { RedisStore } from '@smelter-fleet/redis-store';
+import { startRedis } from './redis-server.js';
 import { summarize, type Summary } from './stats.js';
 
 const SERVERS = Number(process.env.BENCH_SERVERS ?? 1000);
 const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 5000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 64);
 const RATE = Number(process.env.BENCH_RATE ?? 1000);
+const REPLICAS = Number(process.env.BENCH_REPLICAS ?? 2);
+/** Redis persistence for the run: appendonly with appendfsync everysec (the README's advice), unless 0. */
+const REDIS_AOF = process.env.BENCH_REDIS_AOF !== '0';
 
 const store = new MemoryStore();
 const [fleet] = parseFleetFile(
@@ -74,6 +81,51 @@ recycling.abort();
 await server.close({ force: true });
 const result = JSON.parse(stdout) as { noop: Summary; allocations: Summary; noopPaced: Summary; paced: Summary };
 
+// The same Allocate load against REPLICAS `smelter-fleet allocator` processes over one Redis.
+const redisResult = await (async () => {
+  const redis = await startRedis(REDIS_AOF);
+  const url = `${redis.url}?prefix=bench`;
+  const shared = await RedisStore.connect({ url });
+  const replicas: ReturnType<typeof spawn>[] = [];
+  const recyclingRedis = new AbortController();
+  try {
+    await shared.putFleet(fleet!);
+    await seed(shared);
+    void recycle(shared, recyclingRedis.signal);
+    const cli = fileURLToPath(new URL('../../cli/dist/bin.js', import.meta.url));
+    const addresses = await Promise.all(
+      Array.from({ length: REPLICAS }, async () => {
+        const child = spawn(
+          process.execPath,
+          [cli, 'allocator', '--store', url, '--allocator-port', '0', '--log-level', 'error'],
+          { stdio: ['ignore', 'pipe', 'inherit'] },
+        );
+        replicas.push(child);
+        for await (const line of createInterface({ input: child.stdout! })) {
+          const m = /listening on (\S+)/.exec(line);
+          if (m) return m[1]!;
+        }
+        throw new Error('allocator replica exited before listening');
+      }),
+    );
+    const { stdout: out } = await promisify(execFile)(
+      process.execPath,
+      [loadScript, addresses.join(','), String(DURATION_MS), String(CONCURRENCY), String(RATE), 'allocate-only'],
+      { maxBuffer: 1 << 20 },
+    );
+    return JSON.parse(out) as { allocations: Summary; paced: Summary };
+  } finally {
+    recyclingRedis.abort();
+    for (const r of replicas) {
+      const exited = new Promise((resolve) => r.once('exit', resolve));
+      r.kill('SIGTERM');
+      await exited;
+    }
+    await shared.close();
+    await redis.stop();
+  }
+})();
+
 const row = (name: string, s: Summary) =>
   `${name.padEnd(34)} ${s.perSecond.toFixed(0).padStart(8)}/s  p50 ${s.p50Ms.toFixed(2).padStart(6)} ms  p99 ${s.p99Ms.toFixed(2).padStart(6)} ms  errors ${s.errors}`;
 console.log(
@@ -87,8 +139,49 @@ const inStore = summarize(storeMs, 1, 0);
 console.log(
   `${'  of which store.allocate (server)'.padEnd(34)}            p50 ${inStore.p50Ms.toFixed(3)} ms  p99 ${inStore.p99Ms.toFixed(3)} ms`,
 );
+console.log(row(`Redis, ${REPLICAS} replicas: Allocate, closed`, redisResult.allocations));
+console.log(row(`Redis, ${REPLICAS} replicas: open loop ${RATE}/s`, redisResult.paced));
 console.log(
   `Allocate / no-op: throughput ${(result.allocations.perSecond / result.noop.perSecond).toFixed(2)}, ` +
     `p99 at ${RATE}/s ${(result.paced.p99Ms / result.noopPaced.p99Ms).toFixed(2)}`,
 );
-console.log(JSON.stringify({ servers: SERVERS, ...result, storeAllocate: inStore }));
+console.log(
+  `Redis (${REPLICAS} replicas, AOF ${REDIS_AOF ? 'everysec' : 'off'}) / memory: throughput ` +
+    `${(redisResult.allocations.perSecond / result.allocations.perSecond).toFixed(2)}, ` +
+    `p99 at ${RATE}/s ${(redisResult.paced.p99Ms / result.paced.p99Ms).toFixed(2)}`,
+);
+console.log(JSON.stringify({ servers: SERVERS, ...result, storeAllocate: inStore, redis: redisResult }));
+
+/** SERVERS Ready servers, registered without processes. */
+async function seed(target: Store): Promise<void> {
+  for (let i = 0; i < SERVERS; i += 100) {
+    await Promise.all(
+      Array.from({ length: Math.min(100, SERVERS - i) }, async (_, j) => {
+        const n = i + j;
+        const name = `bench-${String(n).padStart(4, '0')}`;
+        await target.addServer({
+          name,
+          fleet: 'bench',
+          region: 'local',
+          address: '127.0.0.1',
+          ports: { api: 10000 + n, whip_whep: 20000 + n, rtmp: 30000 + n },
+          labels: {},
+          node: `node-${n % 10}`,
+        });
+        await target.updateServer(name, { event: 'Healthy' });
+      }),
+    );
+  }
+}
+
+/** Releases every allocation at once and recycles its server, so the pool never runs dry. */
+async function recycle(target: Store, signal: AbortSignal): Promise<void> {
+  for await (const e of target.watch(signal)) {
+    if (e.type !== 'allocation' || e.released) continue;
+    const { compositionId, serverName } = e.allocation;
+    void target
+      .release(compositionId)
+      .then(() => target.updateServer(serverName, { event: 'Recycle' }))
+      .catch(() => undefined);
+  }
+}

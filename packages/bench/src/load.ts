@@ -5,13 +5,16 @@ import { createClient } from 'nice-grpc';
 import { HealthDefinition } from 'nice-grpc-server-health';
 import { summarize, type Summary } from './stats.js';
 
-const [address, durationArg, concurrencyArg, rateArg] = process.argv.slice(2);
+// argv: addresses (comma-separated: calls spread over them), duration ms, concurrency, rate/s,
+// and `allocate-only` to skip the no-op calls (when the no-op ceiling is measured elsewhere in the run).
+const [addressArg, durationArg, concurrencyArg, rateArg, mode] = process.argv.slice(2);
+const addresses = addressArg!.split(',');
 const durationMs = Number(durationArg ?? 5000);
 const concurrency = Number(concurrencyArg ?? 64);
 const rate = Number(rateArg ?? 1000);
 const CHANNELS = 4;
 
-const clients = Array.from({ length: CHANNELS }, () => connectAllocator(address!));
+const clients = Array.from({ length: CHANNELS }, (_, i) => connectAllocator(addresses[i % addresses.length]!));
 const health = clients.map((c) => createClient(HealthDefinition, c.channel));
 let seq = 0;
 
@@ -71,11 +74,12 @@ async function openLoop(call: (i: number) => Promise<number>): Promise<Summary> 
   return summarize(latencies, (performance.now() - t0) / 1000, errors);
 }
 
+const allocateOnly = mode === 'allocate-only';
 // Warm up connections and JIT before measuring.
-await closedLoop(noopOnce).catch(() => undefined);
-const noop = await closedLoop(noopOnce);
+await closedLoop(allocateOnly ? allocateOnce : noopOnce).catch(() => undefined);
+const noop = allocateOnly ? undefined : await closedLoop(noopOnce);
 const allocations = await closedLoop(allocateOnce);
-const noopPaced = await openLoop(noopOnce);
+const noopPaced = allocateOnly ? undefined : await openLoop(noopOnce);
 const paced = await openLoop(allocateOnce);
 clients.forEach((c) => c.close());
 process.stdout.write(JSON.stringify({ noop, allocations, noopPaced, paced }) + '\n');
