@@ -53,17 +53,20 @@ describe('Predictive', () => {
     expect(r.replicas).toBe(2);
     expect(r.nextCheckAt).toBeUndefined();
   });
-  it('keeps Ready what arrives in one cold start at the high quantile of the rate, plus busy', () => {
-    // Slices of 10 s ending now: 5 arrivals in the latest, 1 in an older one.
-    const arrivals = [T0 - 35_000, T0 - 9000, T0 - 7000, T0 - 5000, T0 - 3000, T0 - 1000];
-    expect(arrivalsPerColdStart(arrivals, T0, 10_000, 60_000, 0.99)).toBe(5);
-    expect(arrivalsPerColdStart(arrivals, T0, 10_000, 60_000, 0.5)).toBe(0);
-    const r = recommend(p, input({ allocated: 6 }, { arrivals }));
-    expect(r.replicas).toBe(6 + poissonQuantile(5, 0.99));
+  it('keeps Ready the high quantile of Poisson arrivals in one cold start, at max(window mean, last cold start), plus busy', () => {
+    // 60 s window = 6 slices of 10 s. A burst: 5 arrivals in the last 10 s, 1 older -> max(6 / 6, 5) = 5.
+    const burst = [T0 - 35_000, T0 - 9000, T0 - 7000, T0 - 5000, T0 - 3000, T0 - 1000];
+    expect(arrivalsPerColdStart(burst, T0, 10_000, 60_000)).toBe(5);
+    // A lull after load: 12 arrivals earlier in the window, none lately -> the mean, 2.
+    const lull = Array.from({ length: 12 }, (_, i) => T0 - 59_000 + i * 3000);
+    expect(arrivalsPerColdStart(lull, T0, 10_000, 60_000)).toBe(2);
+    const r = recommend(p, input({ allocated: 6 }, { arrivals: burst }));
     expect(poissonQuantile(5, 0.99)).toBe(11);
+    expect(r.replicas).toBe(6 + 11);
+    expect(r.reason).toBe('11 ready for 5 arrivals per cold start (q0.99) + 6 busy');
     expect(r.nextCheckAt).toBe(T0 + 2500);
     // Once the arrivals have left the window, the Ready target falls back to minReady.
-    expect(recommend(p, input({ allocated: 6 }, { arrivals, now: T0 + 61_000 })).replicas).toBe(6);
+    expect(recommend(p, input({ allocated: 6 }, { arrivals: burst, now: T0 + 61_000 })).replicas).toBe(6);
   });
   it('poissonQuantile agrees with known values', () => {
     expect(poissonQuantile(0, 0.999)).toBe(0);

@@ -99,7 +99,7 @@ const limited = (want: number, got: number) => (want === got ? '' : ` (wanted ${
 
 function predictive(policy: PredictivePolicy, input: AutoscaleInput, busy: number): Recommendation {
   const { now } = input;
-  const expected = arrivalsPerColdStart(input.arrivals, now, policy.coldStartMs, policy.windowMs, policy.quantile);
+  const expected = arrivalsPerColdStart(input.arrivals, now, policy.coldStartMs, policy.windowMs);
   const headroom = poissonQuantile(expected, policy.quantile);
   const ready = Math.max(policy.minReady, headroom);
   const want = busy + ready;
@@ -108,34 +108,33 @@ function predictive(policy: PredictivePolicy, input: AutoscaleInput, busy: numbe
   return {
     applies: true,
     replicas,
-    reason: `${ready} ready for ${expected} arrivals per cold start (q${policy.quantile}) + ${busy} busy${limited(want, replicas)}`,
+    reason: `${ready} ready for ${Math.round(expected * 100) / 100} arrivals per cold start (q${policy.quantile}) + ${busy} busy${limited(want, replicas)}`,
     // While arrivals are in the window, the estimate moves as they age: look again a few times per cold start.
     ...(recent && { nextCheckAt: now + Math.max(250, Math.round(policy.coldStartMs / 4)) }),
   };
 }
 
 /**
- * Arrivals in one cold start at the `quantile` of the recent rate: the window is cut into cold-start-long
- * slices ending now, and the nearest-rank quantile of their counts is taken.
+ * Arrivals expected in one cold start: the larger of the window's mean and the count of the last cold start
+ * (so a burst shows within one cold start, and a lull does not hide the window's load).
  */
 export function arrivalsPerColdStart(
   arrivals: readonly number[],
   now: number,
   coldStartMs: number,
   windowMs: number,
-  quantile: number,
 ): number {
   const slices = Math.max(1, Math.floor(windowMs / coldStartMs));
-  const counts = new Array<number>(slices).fill(0);
+  let inWindow = 0;
+  let latest = 0;
   for (let i = arrivals.length - 1; i >= 0; i--) {
     const age = now - arrivals[i]!;
     if (age < 0) continue;
-    const k = Math.floor(age / coldStartMs);
-    if (k >= slices) break;
-    counts[k]!++;
+    if (age >= slices * coldStartMs) break;
+    inWindow++;
+    if (age < coldStartMs) latest++;
   }
-  counts.sort((a, b) => a - b);
-  return counts[Math.min(slices - 1, Math.ceil(quantile * slices) - 1)]!;
+  return Math.max(inWindow / slices, latest);
 }
 
 /** Smallest k with P(Poisson(mean) <= k) >= q. */

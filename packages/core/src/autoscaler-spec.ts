@@ -36,7 +36,7 @@ export interface PredictivePolicy {
   type: 'Predictive';
   /** Time from launch to Ready, ms. */
   coldStartMs: number;
-  /** Quantile of the rate (over cold-start-long slices) and of the Poisson headroom, in (0, 1). */
+  /** Quantile of Poisson arrivals at the estimated rate kept Ready, in (0, 1). */
   quantile: number;
   /** History looked at, ms. */
   windowMs: number;
@@ -165,7 +165,7 @@ export function policyFromObject(v: unknown, path: Path, extraKeys: readonly str
       return {
         type,
         coldStartMs,
-        quantile: num(o.quantile, [...p, 'quantile'], 0.99, 0, 1, true),
+        quantile: num(o.quantile, [...p, 'quantile'], 0.999, 0, 1, true),
         windowMs,
         minReady: int(o.minReady, [...p, 'minReady'], 0, 0, MAX_REPLICAS),
         ...minMax(o, p),

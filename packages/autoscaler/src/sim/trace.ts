@@ -25,6 +25,10 @@ export interface TraceGeneratorOptions {
   durationMs: number;
   /** Background arrival rate, per second. */
   rate: number;
+  /** With `periodMs`: the background rate swings from `rate` (at time 0) to this and back, per second. */
+  peakRate: number;
+  /** Period of the background swing (a day, compressed), ms; 0: no swing. */
+  periodMs: number;
   /** Extra arrival rate during a burst, per second. */
   burstRate: number;
   /** Mean time between burst starts, ms (0: no bursts). */
@@ -42,6 +46,8 @@ export const DEFAULT_GENERATOR: TraceGeneratorOptions = {
   seed: 1,
   durationMs: 2 * 3_600_000,
   rate: 2 / 60,
+  peakRate: 2 / 60,
+  periodMs: 0,
   burstRate: 20 / 60,
   burstEveryMs: 20 * 60_000,
   burstLengthMs: 3 * 60_000,
@@ -82,7 +88,12 @@ export function generateTrace(options: Partial<TraceGeneratorOptions> = {}, name
     if (ratePerSecond <= 0) return;
     for (let t = from + exp(ratePerSecond / 1000); t < to; t += exp(ratePerSecond / 1000)) times.push(t);
   };
-  poisson(0, o.durationMs, o.rate);
+  if (o.periodMs > 0 && o.peakRate > o.rate) {
+    // A swinging rate, by thinning a Poisson process at the peak rate.
+    const at = (t: number) => o.rate + ((o.peakRate - o.rate) * (1 - Math.cos((2 * Math.PI * t) / o.periodMs))) / 2;
+    for (let t = exp(o.peakRate / 1000); t < o.durationMs; t += exp(o.peakRate / 1000))
+      if (random() < at(t) / o.peakRate) times.push(t);
+  } else poisson(0, o.durationMs, o.rate);
   if (o.burstEveryMs > 0)
     for (let b = exp(1 / o.burstEveryMs); b < o.durationMs; b += exp(1 / o.burstEveryMs))
       poisson(b, Math.min(o.durationMs, b + o.burstLengthMs), o.burstRate);
@@ -139,6 +150,12 @@ export function parseGeneratorSpec(spec: string): TraceGeneratorOptions {
       case 'rate':
         o.rate = rate();
         break;
+      case 'peakRate':
+        o.peakRate = rate();
+        break;
+      case 'period':
+        o.periodMs = dur();
+        break;
       case 'burstRate':
         o.burstRate = rate();
         break;
@@ -162,11 +179,12 @@ export function parseGeneratorSpec(spec: string): TraceGeneratorOptions {
         break;
       default:
         throw new TraceError(
-          `generator: unknown key "${key}" (known: seed, duration, rate, burstRate, burstEvery, burstLength, medianLength, lengthSigma, minLength, maxLength)`,
+          `generator: unknown key "${key}" (known: seed, duration, rate, peakRate, period, burstRate, burstEvery, burstLength, medianLength, lengthSigma, minLength, maxLength)`,
         );
     }
   }
   if (o.durationMs <= 0) throw new TraceError('generator duration: must be more than 0');
+  if (o.periodMs > 0 && o.peakRate < o.rate) throw new TraceError('generator peakRate: must be at least rate');
   if (o.minLengthMs > o.maxLengthMs) throw new TraceError('generator minLength: must not exceed maxLength');
   return o;
 }
