@@ -17,6 +17,11 @@ const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 5000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 64);
 const RATE = Number(process.env.BENCH_RATE ?? 1000);
 const REPLICAS = Number(process.env.BENCH_REPLICAS ?? 2);
+/**
+ * Servers seeded for the Redis phase: enough for every allocation of the phase, so nothing is recycled
+ * while it runs (recycling through the store from this process would take more CPU than the replicas).
+ */
+const REDIS_SERVERS = Number(process.env.BENCH_REDIS_SERVERS ?? 30_000);
 /** Redis persistence for the run: appendonly with appendfsync everysec (the README's advice), unless 0. */
 const REDIS_AOF = process.env.BENCH_REDIS_AOF !== '0';
 
@@ -87,11 +92,9 @@ const redisResult = await (async () => {
   const url = `${redis.url}?prefix=bench`;
   const shared = await RedisStore.connect({ url });
   const replicas: ReturnType<typeof spawn>[] = [];
-  const recyclingRedis = new AbortController();
   try {
     await shared.putFleet(fleet!);
-    await seed(shared);
-    void recycle(shared, recyclingRedis.signal);
+    await seed(shared, REDIS_SERVERS);
     const cli = fileURLToPath(new URL('../../cli/dist/bin.js', import.meta.url));
     const addresses = await Promise.all(
       Array.from({ length: REPLICAS }, async () => {
@@ -115,7 +118,6 @@ const redisResult = await (async () => {
     );
     return JSON.parse(out) as { allocations: Summary; paced: Summary };
   } finally {
-    recyclingRedis.abort();
     for (const r of replicas) {
       const exited = new Promise((resolve) => r.once('exit', resolve));
       r.kill('SIGTERM');
@@ -129,7 +131,8 @@ const redisResult = await (async () => {
 const row = (name: string, s: Summary) =>
   `${name.padEnd(34)} ${s.perSecond.toFixed(0).padStart(8)}/s  p50 ${s.p50Ms.toFixed(2).padStart(6)} ms  p99 ${s.p99Ms.toFixed(2).padStart(6)} ms  errors ${s.errors}`;
 console.log(
-  `bench:allocate  servers=${SERVERS} duration=${DURATION_MS}ms concurrency=${CONCURRENCY} (load generator in a separate process)`,
+  `bench:allocate  servers=${SERVERS} (Redis phase: ${REDIS_SERVERS}, not recycled) duration=${DURATION_MS}ms ` +
+    `concurrency=${CONCURRENCY} (load generator in a separate process)`,
 );
 console.log(row('no-op unary gRPC (ceiling)', result.noop));
 console.log(row('Allocate, closed loop', result.allocations));
@@ -152,13 +155,13 @@ console.log(
 );
 console.log(JSON.stringify({ servers: SERVERS, ...result, storeAllocate: inStore, redis: redisResult }));
 
-/** SERVERS Ready servers, registered without processes. */
-async function seed(target: Store): Promise<void> {
-  for (let i = 0; i < SERVERS; i += 100) {
+/** `count` Ready servers, registered without processes. */
+async function seed(target: Store, count: number): Promise<void> {
+  for (let i = 0; i < count; i += 500) {
     await Promise.all(
-      Array.from({ length: Math.min(100, SERVERS - i) }, async (_, j) => {
+      Array.from({ length: Math.min(500, count - i) }, async (_, j) => {
         const n = i + j;
-        const name = `bench-${String(n).padStart(4, '0')}`;
+        const name = `bench-${String(n).padStart(5, '0')}`;
         await target.addServer({
           name,
           fleet: 'bench',
@@ -171,17 +174,5 @@ async function seed(target: Store): Promise<void> {
         await target.updateServer(name, { event: 'Healthy' });
       }),
     );
-  }
-}
-
-/** Releases every allocation at once and recycles its server, so the pool never runs dry. */
-async function recycle(target: Store, signal: AbortSignal): Promise<void> {
-  for await (const e of target.watch(signal)) {
-    if (e.type !== 'allocation' || e.released) continue;
-    const { compositionId, serverName } = e.allocation;
-    void target
-      .release(compositionId)
-      .then(() => target.updateServer(serverName, { event: 'Recycle' }))
-      .catch(() => undefined);
   }
 }
