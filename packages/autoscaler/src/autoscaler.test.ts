@@ -140,7 +140,7 @@ describe('FleetAutoscaler on the memory store (real clock)', () => {
     const uidOf = (body: Record<string, unknown>) => (body.request as { uid: string }).uid;
 
     it.each([
-      ['slow', /did not answer within 200 ms/],
+      ['slow', /did not answer within 1000 ms/],
       ['failing', /answered HTTP 500/],
       ['malformed JSON', /malformed JSON/],
       ['a reply with a bad field', /response\.replicas: must be an integer/],
@@ -151,7 +151,7 @@ describe('FleetAutoscaler on the memory store (real clock)', () => {
         requests.push(body);
         if (mode === 'good') return reply(res, { response: { uid: uidOf(body), scale: true, replicas: 5 } });
         if (kind === 'slow')
-          return void setTimeout(() => reply(res, { response: { uid: uidOf(body), scale: true, replicas: 1 } }), 1000);
+          return void setTimeout(() => reply(res, { response: { uid: uidOf(body), scale: true, replicas: 1 } }), 5000);
         if (kind === 'failing') {
           res.statusCode = 500;
           return res.end('boom');
@@ -165,7 +165,9 @@ describe('FleetAutoscaler on the memory store (real clock)', () => {
         store,
         logger,
         webhookMinIntervalMs: 0,
-        autoscalers: [autoscaler(`type: Webhook\nwebhook: { url: "${url}", timeout: 200ms }`)],
+        autoscalers: [
+          autoscaler(`type: Webhook\nwebhook: { url: "${url}", timeout: ${kind === 'slow' ? '1s' : '10s'} }`),
+        ],
       });
       running = scaler.run(stop.signal);
       await untilFleet(store, (f) => f.replicas === 5);
