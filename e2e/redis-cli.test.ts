@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { RedisStore } from '@smelter-fleet/redis-store';
-import { alive, freePort, RedisServer, untilServers } from '@smelter-fleet/testing';
+import { alive, fleetSpec, freePort, newServer, RedisServer, untilServers } from '@smelter-fleet/testing';
 import { cli, fleetYaml, start, tempFile, type Running } from './helpers.js';
 
 jest.setTimeout(60_000);
@@ -43,6 +43,47 @@ describe('smelter-fleet with --store redis://', () => {
       new RegExp(`allocator: --store redis://user:\\*\\*\\*@127.0.0.1:${port}: cannot connect`),
     );
     expect(down.stderr).not.toContain(':pw@');
+  });
+
+  it('up --store redis:// shares its fleet with a stand-alone replica', async () => {
+    const url = `${redis.url}?prefix=e2e-up`;
+    const fleetFile = tempFile('fleet.yaml', fleetYaml('upfleet', 1));
+    const up = run(['up', '--store', url, '-f', fleetFile, '--allocator-port', '0']);
+    await up.waitFor(/allocator listening on \S+ \(gRPC\), store redis:\/\/127\.0\.0\.1/);
+    await up.waitFor(/^status upfleet: Ready 1$/);
+    const replica = run(['allocator', '--store', url, '--allocator-port', '0']);
+    const address = (await replica.waitFor(/listening on (\S+)/)).match[1]!;
+    const allocated = await cli(['allocate', '--allocator', address, '--fleet', 'upfleet', '--composition', 'u1']);
+    expect(allocated.stderr).toBe('');
+    expect(allocated.code).toBe(0);
+    await up.waitFor(/^status upfleet: Allocated 1$/);
+  });
+
+  it('answers UNAVAILABLE while Redis is down and serves again once it is back', async () => {
+    const own = await RedisServer.start({ aof: true });
+    try {
+      const url = `${own.url}?prefix=e2e-down`;
+      const store = await RedisStore.connect({ url });
+      await store.putFleet(fleetSpec('f'));
+      await store.addServer(newServer('s1', 'f'));
+      await store.updateServer('s1', { event: 'Healthy' });
+      await store.close();
+      const replica = run(['allocator', '--store', url, '--allocator-port', '0']);
+      const address = (await replica.waitFor(/listening on (\S+)/)).match[1]!;
+      const allocate = () => cli(['allocate', '--allocator', address, '--fleet', 'f', '--composition', 'c1', '--json']);
+      await own.kill();
+      const down = await allocate();
+      expect(down.code).toBe(1);
+      expect(down.stderr).toMatch(/or its store: UNAVAILABLE: Redis: /);
+      await own.restart();
+      // The replica reconnects by itself; a client retries as it would after UNAVAILABLE.
+      let back = await allocate();
+      for (let i = 0; i < 20 && back.code !== 0; i++) back = await allocate();
+      expect(back.stderr).toBe('');
+      expect(JSON.parse(back.stdout)).toMatchObject({ server_name: 's1', composition_id: 'c1' });
+    } finally {
+      await own.stop();
+    }
   });
 
   it('runs a controller and two allocator replicas on one Redis: either replica allocates, retries agree', async () => {

@@ -29,7 +29,9 @@ export async function withAllocator<T>(
     if (err instanceof ClientError) {
       if (err.code === Status.UNAVAILABLE || err.code === Status.DEADLINE_EXCEEDED)
         throw new CommandError(
-          `${command}: cannot reach the allocator at ${address} (is \`smelter-fleet up\` running?): ${err.details}`,
+          // UNAVAILABLE also comes from a running allocator whose shared store (Redis) is down.
+          `${command}: cannot reach the allocator at ${address} (is \`smelter-fleet up\` running?) ` +
+            `or its store: ${Status[err.code]}: ${err.details}`,
         );
       throw new CommandError(`${command}: ${Status[err.code]}: ${err.details}`);
     }
