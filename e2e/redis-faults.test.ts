@@ -13,7 +13,7 @@ import { runLoad, seedFleet, startRecycler, startReplicas, stopReplicas, type Re
 
 jest.setTimeout(120_000);
 
-const COMPOSITIONS = 3000;
+const COMPOSITIONS = 2000;
 
 describe('Redis store faults under load', () => {
   const cleanup: (() => Promise<void>)[] = [];
@@ -27,7 +27,7 @@ describe('Redis store faults under load', () => {
     const url = `${redis.url}?prefix=${prefix}`;
     const store = await RedisStore.connect({ url });
     cleanup.push(() => store.close());
-    await seedFleet(store, 64, 4);
+    await seedFleet(store, 96, 4);
     const recycling = new AbortController();
     const recycler = startRecycler(store, recycling.signal);
     cleanup.push(async () => {
@@ -66,7 +66,7 @@ describe('Redis store faults under load', () => {
       compositions: COMPOSITIONS,
       history,
       onAllocated: (n) => {
-        if (n !== 1000) return;
+        if (n !== 700) return;
         fault = (async () => {
           const clientsSawIt = new Promise<void>((resolve) => (onFailures = resolve));
           killed = true;
@@ -110,7 +110,7 @@ describe('Redis store faults under load', () => {
       compositions: COMPOSITIONS,
       history,
       onAllocated: (n) => {
-        if (n !== 1000) return;
+        if (n !== 700) return;
         victim = replicas[0]!;
         victim.process.child.kill('SIGKILL');
       },
