@@ -250,4 +250,74 @@ describe('FleetAutoscaler in virtual time (SimClock)', () => {
     stop2.abort();
     await running2;
   });
+
+  it('a Schedule opens and closes on its timer, with no event', async () => {
+    const clock = new SimClock(Date.parse('2026-11-24T07:59:00Z'));
+    const store = new MemoryStore({ clock });
+    await store.putFleet(fleetSpec('f', { replicas: 1 }));
+    const stop = new AbortController();
+    const scaler = new FleetAutoscaler({
+      store,
+      clock,
+      autoscalers: [
+        autoscaler(
+          `type: Chain
+chain:
+  - id: mornings
+    type: Schedule
+    schedule:
+      activePeriod: { startCron: "0 8 * * *", duration: 2h }
+      policy: { type: Buffer, buffer: { bufferSize: 6 } }
+  - id: otherwise
+    type: Buffer
+    buffer: { bufferSize: 1 }`,
+          '  behavior: { scaleDownStabilization: 0s }\n',
+        ),
+      ],
+    });
+    const running = scaler.run(stop.signal);
+    await clock.runUntil(Date.parse('2026-11-24T07:59:59Z'));
+    expect((await store.getFleet('f'))!.replicas).toBe(1);
+    await clock.runUntil(Date.parse('2026-11-24T08:00:00Z'));
+    expect((await store.getFleet('f'))!.replicas).toBe(6);
+    expect(scaler.status()[0]!.reason).toMatch(/^chain mornings: in schedule: buffer 6/);
+    await clock.runUntil(Date.parse('2026-11-24T10:00:00Z'));
+    expect((await store.getFleet('f'))!.replicas).toBe(1);
+    stop.abort();
+    await running;
+  });
+
+  it('Predictive learns arrivals from the change feed and lets them age out of its window', async () => {
+    const clock = new SimClock(T0);
+    const store = new MemoryStore({ clock });
+    await store.putFleet(fleetSpec('f', { replicas: 0 }));
+    await readyServers(store, 5);
+    const stop = new AbortController();
+    const scaler = new FleetAutoscaler({
+      store,
+      clock,
+      autoscalers: [
+        autoscaler(
+          'type: Predictive\npredictive: { coldStart: 10s, window: 1m, quantile: 0.99 }',
+          '  behavior: { scaleDownStabilization: 0s }\n',
+        ),
+      ],
+    });
+    const running = scaler.run(stop.signal);
+    await clock.idle();
+    expect((await store.getFleet('f'))!.replicas).toBe(0); // no history: nothing kept Ready
+    for (const c of ['a', 'b', 'c'])
+      await store.allocate({ fleet: 'f', compositionId: c, matchLabels: {}, metadata: {} });
+    await clock.idle();
+    // 3 arrivals in the last cold start: Poisson(3) at q0.99 is 8, plus 3 busy.
+    expect((await store.getFleet('f'))!.replicas).toBe(3 + 8);
+    for (const c of ['a', 'b', 'c']) await store.release(c);
+    await clock.runUntil(T0 + 30_000);
+    // Still in the window: the mean rate, 3 per 6 slices, keeps Poisson(0.5) at q0.99 = 3 Ready (+3 Draining).
+    expect((await store.getFleet('f'))!.replicas).toBe(3 + 3);
+    await clock.runUntil(T0 + 61_000);
+    expect((await store.getFleet('f'))!.replicas).toBe(3); // aged out; only the Draining ones remain busy
+    stop.abort();
+    await running;
+  });
 });
