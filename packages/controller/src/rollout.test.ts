@@ -39,6 +39,8 @@ function recordHistory(store: MemoryStore, signal: AbortSignal) {
   const history = new Map<string, string[]>();
   const hashes = new Map<string, string | undefined>();
   const snapshots: Map<string, ServerRecord>[] = [];
+  /** `name state` in the order the store applied the changes. */
+  const log: string[] = [];
   const now = new Map<string, ServerRecord>();
   const changes = store.watch(signal);
   void (async () => {
@@ -50,6 +52,7 @@ function recordHistory(store: MemoryStore, signal: AbortSignal) {
     for await (const e of changes) {
       if (e.type !== 'server') continue;
       hashes.set(e.server.name, hashOf(e.server));
+      log.push(`${e.server.name} ${e.removed ? 'removed' : e.server.state}`);
       const states = history.get(e.server.name) ?? [];
       if (e.removed) {
         now.delete(e.server.name);
@@ -62,7 +65,7 @@ function recordHistory(store: MemoryStore, signal: AbortSignal) {
       snapshots.push(new Map(now));
     }
   })();
-  return { history, hashes, snapshots };
+  return { history, hashes, snapshots, log };
 }
 
 describe('FleetController rollouts, drains and restarts over emulator processes', () => {
@@ -151,6 +154,33 @@ describe('FleetController rollouts, drains and restarts over emulator processes'
     expect(history.get(held.name)).toEqual(['Allocated', 'Draining', 'Shutdown', 'removed']);
     expect(alive(held.pid!)).toBe(false);
     await untilEvent(events, (e) => e.reason === 'RolloutComplete');
+    watch.abort();
+  });
+
+  it('recreates: old Ready servers stop at once, new ones start after them, the allocated one drains', async () => {
+    const v1 = fleetSpec('f', {
+      replicas: 3,
+      strategy: { type: 'Recreate', rollingUpdate: { maxSurge: 0, maxUnavailable: 0 } },
+    });
+    const before = await startFleet(v1);
+    const a = await store.allocate({ fleet: 'f', compositionId: 'c1', matchLabels: {}, metadata: {} });
+    const watch = new AbortController();
+    const { history, hashes, log } = recordHistory(store, watch.signal);
+    const v2 = { ...v1, template: { ...v1.template, env: { X: 'v2' } } };
+    const newHash = templateHash(v2.template);
+    await store.putFleet(v2);
+    const rolled = await until(
+      store,
+      (s) => s.filter((x) => x.state === 'Ready' && hashOf(x) === newHash).length === 2 && s.length === 3,
+    );
+    expect(rolled.find((s) => s.name === a.serverName)).toMatchObject({ state: 'Draining', compositionId: 'c1' });
+    const olds = before.filter((s) => s.name !== a.serverName).map((s) => s.name);
+    for (const old of olds) expect(history.get(old)).toEqual(['Ready', 'Shutdown', 'removed']);
+    // No new server was recorded before every old Ready one was stopped.
+    const firstNew = log.findIndex((line) => hashes.get(line.split(' ')[0]!) === newHash);
+    const lastOldStop = Math.max(...olds.map((n) => log.indexOf(`${n} Shutdown`)));
+    expect(lastOldStop).toBeGreaterThanOrEqual(0);
+    expect(firstNew).toBeGreaterThan(lastOldStop);
     watch.abort();
   });
 
