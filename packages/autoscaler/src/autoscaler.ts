@@ -59,6 +59,8 @@ interface ScalerState {
   spec: AutoscalerSpec;
   webhooks: WebhookPolicy[];
   arrivals: number[];
+  /** When compositions ended (for Predictive: recycled servers are supply). */
+  releases: number[];
   /** Compositions waiting for a server, by when they first found none. */
   waiting: Map<string, number>;
   samples: StabilizationSample[];
@@ -121,6 +123,7 @@ export class FleetAutoscaler {
         spec,
         webhooks: webhooksOf(spec.policy),
         arrivals: [],
+        releases: [],
         waiting: new Map(),
         samples: [],
         replies: {},
@@ -195,7 +198,7 @@ export class FleetAutoscaler {
       const at = state.waiting.get(id) ?? event.allocation.allocatedAt;
       state.waiting.delete(id);
       insertSorted(state.arrivals, at);
-    }
+    } else if (event.type === 'allocation') insertSorted(state.releases, this.clock.now());
     // Our own write of replicas comes back as a fleet event: deciding again is harmless (same answer).
     this.markDirty(state);
   }
@@ -242,8 +245,10 @@ export class FleetAutoscaler {
       }
       now = this.clock.now();
       const cutoff = now - this.historyMs;
-      const old = state.arrivals.findIndex((t) => t > cutoff);
-      state.arrivals.splice(0, old === -1 ? state.arrivals.length : old);
+      for (const list of [state.arrivals, state.releases]) {
+        const old = list.findIndex((t) => t > cutoff);
+        list.splice(0, old === -1 ? list.length : old);
+      }
       let waiting = 0;
       for (const [id, at] of state.waiting) {
         if (at <= now - this.waitingTtlMs) state.waiting.delete(id);
@@ -256,6 +261,7 @@ export class FleetAutoscaler {
         now,
         fleet: view,
         arrivals: state.arrivals,
+        releases: fleet.drain.onRelease === 'Recycle' ? state.releases : [],
         waiting,
         webhooks: state.replies,
       });

@@ -1,6 +1,8 @@
 import { describe, expect, it } from '@jest/globals';
 import {
   arrivalsPerColdStart,
+  netDemandQuantile,
+  releasesPerColdStart,
   fleetAutoscaleReview,
   parseFleetAutoscaleReviewResponse,
   poissonQuantile,
@@ -63,10 +65,23 @@ describe('Predictive', () => {
     const r = recommend(p, input({ allocated: 6 }, { arrivals: burst }));
     expect(poissonQuantile(5, 0.99)).toBe(11);
     expect(r.replicas).toBe(6 + 11);
-    expect(r.reason).toBe('11 ready for 5 arrivals per cold start (q0.99) + 6 busy');
+    expect(r.reason).toBe('11 ready for 5 arrivals and 0 recycled per cold start (q0.99) + 6 busy');
     expect(r.nextCheckAt).toBe(T0 + 2500);
     // Once the arrivals have left the window, the Ready target falls back to minReady.
     expect(recommend(p, input({ allocated: 6 }, { arrivals: burst, now: T0 + 61_000 })).replicas).toBe(6);
+  });
+  it('counts servers recycled within a cold start as supply (A - R at the quantile)', () => {
+    // 12 releases over the 60 s window: 2 per cold start come back Ready meanwhile.
+    const releases = Array.from({ length: 12 }, (_, i) => T0 - 59_000 + i * 5000);
+    expect(releasesPerColdStart(releases, T0, 10_000, 60_000)).toBe(2);
+    expect(netDemandQuantile(5, 0, 0.99)).toBe(poissonQuantile(5, 0.99));
+    // P(A - R <= k) with A ~ Poisson(5), R ~ Poisson(2): 9 is the first k reaching 0.99 (0.99007; k = 8 gives 0.97727).
+    expect(netDemandQuantile(5, 2, 0.99)).toBe(9);
+    expect(netDemandQuantile(0, 2, 0.99)).toBe(0);
+    const burst = [T0 - 9000, T0 - 7000, T0 - 5000, T0 - 3000, T0 - 1000];
+    expect(recommend(p, input({ allocated: 6 }, { arrivals: burst, releases })).replicas).toBe(6 + 9);
+    // Large means use the normal approximation.
+    expect(netDemandQuantile(600, 100, 0.5)).toBe(500);
   });
   it('poissonQuantile agrees with known values', () => {
     expect(poissonQuantile(0, 0.999)).toBe(0);

@@ -23,6 +23,11 @@ export interface AutoscaleInput {
   fleet: FleetStatusView;
   /** Allocation arrival times (epoch ms), ascending; older than the policies' windows may be left out. */
   arrivals: readonly number[];
+  /**
+   * When compositions ended (epoch ms, ascending) on servers that are recycled to Ready after their flush: the
+   * supply that comes back within a cold start. Empty or absent when the fleet replaces released servers.
+   */
+  releases?: readonly number[];
   /** Allocation requests now waiting for a Ready server (they found none: RESOURCE_EXHAUSTED). */
   waiting: number;
   /** Last reply of each webhook policy, by its id. */
@@ -94,13 +99,15 @@ export function recommend(policy: AutoscalePolicy, input: AutoscaleInput): Recom
   }
 }
 
+const round2 = (n: number) => Math.round(n * 100) / 100;
 const optional = (nextCheckAt: number | undefined) => (nextCheckAt === undefined ? {} : { nextCheckAt });
 const limited = (want: number, got: number) => (want === got ? '' : ` (wanted ${want}, limited to ${got})`);
 
 function predictive(policy: PredictivePolicy, input: AutoscaleInput, busy: number): Recommendation {
   const { now } = input;
   const expected = arrivalsPerColdStart(input.arrivals, now, policy.coldStartMs, policy.windowMs);
-  const headroom = poissonQuantile(expected, policy.quantile);
+  const recycled = releasesPerColdStart(input.releases ?? [], now, policy.coldStartMs, policy.windowMs);
+  const headroom = netDemandQuantile(expected, recycled, policy.quantile);
   const ready = Math.max(policy.minReady, headroom);
   const want = busy + ready;
   const replicas = clamp(want, policy.minReplicas, policy.maxReplicas);
@@ -108,7 +115,7 @@ function predictive(policy: PredictivePolicy, input: AutoscaleInput, busy: numbe
   return {
     applies: true,
     replicas,
-    reason: `${ready} ready for ${Math.round(expected * 100) / 100} arrivals per cold start (q${policy.quantile}) + ${busy} busy${limited(want, replicas)}`,
+    reason: `${ready} ready for ${round2(expected)} arrivals and ${round2(recycled)} recycled per cold start (q${policy.quantile}) + ${busy} busy${limited(want, replicas)}`,
     // While arrivals are in the window, the estimate moves as they age: look again a few times per cold start.
     ...(recent && { nextCheckAt: now + Math.max(250, Math.round(policy.coldStartMs / 4)) }),
   };
@@ -135,6 +142,51 @@ export function arrivalsPerColdStart(
     if (age < coldStartMs) latest++;
   }
   return Math.max(inWindow / slices, latest);
+}
+
+/** Mean releases per cold start over the window: servers expected back Ready within the next cold start. */
+export function releasesPerColdStart(
+  releases: readonly number[],
+  now: number,
+  coldStartMs: number,
+  windowMs: number,
+): number {
+  const slices = Math.max(1, Math.floor(windowMs / coldStartMs));
+  let n = 0;
+  for (let i = releases.length - 1; i >= 0; i--) {
+    const age = now - releases[i]!;
+    if (age < 0) continue;
+    if (age >= slices * coldStartMs) break;
+    n++;
+  }
+  return n / slices;
+}
+
+/**
+ * Smallest k >= 0 with P(A - R <= k) >= q, A ~ Poisson(arrivals), R ~ Poisson(recycled): the Ready servers that
+ * cover the arrivals of one cold start with probability q, counting the recycled ones that come back meanwhile.
+ */
+export function netDemandQuantile(arrivals: number, recycled: number, q: number): number {
+  if (recycled <= 0) return poissonQuantile(arrivals, q);
+  if (arrivals + recycled > 500)
+    return Math.max(0, Math.ceil(arrivals - recycled + normalQuantile(q) * Math.sqrt(arrivals + recycled)));
+  const kMax = poissonQuantile(arrivals, q); // R >= 0, so never more
+  const jMax = Math.ceil(recycled + 10 * Math.sqrt(recycled) + 10);
+  const pmf = (mean: number, n: number) => {
+    const out = new Array<number>(n + 1);
+    out[0] = Math.exp(-mean);
+    for (let i = 1; i <= n; i++) out[i] = (out[i - 1]! * mean) / i;
+    return out;
+  };
+  const pR = pmf(recycled, jMax);
+  const cdfA = pmf(arrivals, kMax + jMax);
+  for (let i = 1; i < cdfA.length; i++) cdfA[i]! += cdfA[i - 1]!;
+  for (let k = 0; k < kMax; k++) {
+    let cdf = 0;
+    for (let j = 0; j <= jMax; j++) cdf += pR[j]! * cdfA[k + j]!;
+    if (cdf >= q) return k;
+  }
+  return kMax;
 }
 
 /** Smallest k with P(Poisson(mean) <= k) >= q. */
