@@ -165,6 +165,8 @@ export class FleetController {
         const fleet = await this.store.getFleet(s.fleet);
         if (fleet) this.startProcess(fleet, s.name, 'recorded before a restart, never launched');
       } else if (!p) {
+        // Racing onExit is harmless: after its update this one (at the listed version) is refused; before it,
+        // onExit's update (Error -> Error) still writes the exit's reason.
         await this.update(s, { event: 'Failed', reason: 'process not found (it ended while no controller watched)' });
       }
     }
