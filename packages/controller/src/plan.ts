@@ -92,7 +92,7 @@ export function planFleet(input: PlanInput): FleetPlan {
   let launch = 0;
   if (oldWarm.length === 0) {
     if (newWarm.length < warmTarget) launch = warmTarget - newWarm.length;
-    else
+    else if (newWarm.length > warmTarget)
       for (const s of ranked(newWarm).slice(0, newWarm.length - warmTarget))
         stop.push({ name: s.name, why: 'surplus' });
   } else if (!rolling) {
@@ -100,7 +100,7 @@ export function planFleet(input: PlanInput): FleetPlan {
     stopAll(oldWarm, 'outdated');
   } else {
     // New servers beyond the pool (replicas lowered mid-rollout) go first, Starting ones before Ready ones.
-    const surplus = new Set(ranked(newWarm).slice(0, Math.max(0, newWarm.length - warmTarget)));
+    const surplus = new Set(newWarm.length > warmTarget ? ranked(newWarm).slice(0, newWarm.length - warmTarget) : []);
     for (const s of surplus) stop.push({ name: s.name, why: 'surplus' });
     const keptNew = newWarm.filter((s) => !surplus.has(s));
     // An old server still starting is not available: it goes at once.
@@ -116,7 +116,7 @@ export function planFleet(input: PlanInput): FleetPlan {
     );
     // Only Ready servers count as available (Agones #1625): old Ready ones go while W - maxUnavailable stay Ready.
     const retire = Math.max(0, newReady + oldReady.length - (warmTarget - maxUnavailable));
-    for (const s of ranked(oldReady).slice(0, retire)) stop.push({ name: s.name, why: 'outdated' });
+    if (retire > 0) for (const s of ranked(oldReady).slice(0, retire)) stop.push({ name: s.name, why: 'outdated' });
   }
 
   const updated = live.filter((s) => s.current).length;
