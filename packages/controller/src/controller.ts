@@ -206,7 +206,7 @@ export class FleetController {
         busy: this.busy.has(s.name),
       })),
     });
-    this.observe(fleet, name, hash, live, plan);
+    this.observe(fleet, name, hash, servers, plan);
     const byName = new Map(live.map((s) => [s.name, s]));
 
     // Each change is one store write of its own; issued together, not one round trip after another.
@@ -277,12 +277,13 @@ export class FleetController {
     fleet: FleetSpec | undefined,
     name: string,
     hash: string,
-    live: ServerRecord[],
+    servers: ServerRecord[],
     plan: FleetPlan,
   ): void {
     if (this.metrics) {
+      // Every record as listed at the start of the pass, terminal ones too (Unhealthy, Error, Shutdown).
       const byState: Record<string, number> = {};
-      for (const s of live) byState[s.state] = (byState[s.state] ?? 0) + 1;
+      for (const s of servers) byState[s.state] = (byState[s.state] ?? 0) + 1;
       this.metrics.setFleet(name, byState, plan.status.outdated, fleet?.replicas ?? 0);
     }
     if (!fleet) {
