@@ -4,8 +4,12 @@ import { FleetAutoscaler } from '@smelter-fleet/autoscaler';
 import { ControllerMetrics, FleetController } from '@smelter-fleet/controller';
 import {
   FleetSpecError,
+  DEFAULT_STRATEGY,
+  DRAIN_REQUESTED_ANNOTATION,
+  isCurrent,
   jsonLogger,
   MemoryEventRecorder,
+  templateHash,
   linkToken,
   parseFleetFileDocuments,
   type FleetFileDocuments,
@@ -182,11 +186,27 @@ export async function loadFleetFile(file: string): Promise<FleetFileDocuments> {
 async function statusFromStore(store: Store, fleetInfo: (f: FleetSpec) => FleetRuntimeInfo): Promise<StatusView> {
   const [fleets, servers] = await Promise.all([store.listFleets(), store.listServers()]);
   servers.sort((a, b) => a.fleet.localeCompare(b.fleet) || a.createdAt - b.createdAt || a.name.localeCompare(b.name));
+  const byName = new Map(fleets.map((f) => [f.name, { f, hash: templateHash(f.template) }]));
+  const outdated = (s: (typeof servers)[number]) => {
+    const fleet = byName.get(s.fleet);
+    return fleet !== undefined && !isCurrent(s, fleet.f, fleet.hash);
+  };
   return {
     fleets: fleets.map((f) => {
       const serversByState: Record<string, number> = {};
       for (const s of servers) if (s.fleet === f.name) serversByState[s.state] = (serversByState[s.state] ?? 0) + 1;
-      return { name: f.name, region: f.region, replicas: f.replicas, ...fleetInfo(f), serversByState };
+      const own = servers.filter((s) => s.fleet === f.name);
+      const old = own.filter(outdated).length;
+      const strategy = f.strategy ?? DEFAULT_STRATEGY;
+      const rollout = {
+        templateHash: byName.get(f.name)!.hash,
+        updated: own.length - old,
+        outdated: old,
+        strategy: strategy.type,
+        maxSurge: String(strategy.rollingUpdate.maxSurge),
+        maxUnavailable: String(strategy.rollingUpdate.maxUnavailable),
+      };
+      return { name: f.name, region: f.region, replicas: f.replicas, ...fleetInfo(f), serversByState, rollout };
     }),
     servers: servers.map((s) => ({
       name: s.name,
@@ -197,6 +217,12 @@ async function statusFromStore(store: Store, fleetInfo: (f: FleetSpec) => FleetR
       composition: s.compositionId ?? '',
       pid: s.pid ?? null,
       reason: s.reason ?? '',
+      outdated: outdated(s),
+      drainDeadline:
+        s.state === 'Draining' && byName.has(s.fleet)
+          ? s.stateChangedAt + byName.get(s.fleet)!.f.drain.maxDrainTimeMs
+          : null,
+      drainRequested: s.annotations[DRAIN_REQUESTED_ANNOTATION] ?? '',
     })),
   };
 }
