@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from '@jest/globals';
 import { parseAutoscalerFile, parseFleetFileDocuments } from './autoscaler-spec.js';
 import { FleetSpecError } from './spec-parse.js';
@@ -115,5 +116,12 @@ describe('SmelterFleetAutoscaler documents', () => {
       parseError(FLEET + scaler(`  fleetName: local\n  policy: { type: Predictive, predictive: { quantile: 1 } }\n`))
         .why,
     ).toMatch(/strictly between 0 and 1/);
+  });
+
+  it('parses the shipped example', () => {
+    const file = new URL('../../../deploy/examples/autoscaled-fleet.yaml', import.meta.url);
+    const { fleets, autoscalers } = parseFleetFileDocuments(readFileSync(file, 'utf8'), 'autoscaled-fleet.yaml');
+    expect(fleets.map((f) => f.name)).toEqual(['local']);
+    expect(autoscalers[0]).toMatchObject({ fleetName: 'local', policy: { type: 'Chain' } });
   });
 });
