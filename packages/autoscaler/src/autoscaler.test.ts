@@ -139,6 +139,44 @@ describe('FleetAutoscaler on the memory store (real clock)', () => {
     };
     const uidOf = (body: Record<string, unknown>) => (body.request as { uid: string }).uid;
 
+    it("a hanging webhook of one fleet does not delay another fleet's decisions", async () => {
+      let reached!: () => void;
+      const hanging = new Promise<void>((resolve) => (reached = resolve));
+      handler = () => reached(); // never answers
+      await store.putFleet(fleetSpec('f', { replicas: 1 }));
+      await store.putFleet(fleetSpec('g', { replicas: 0 }));
+      const [hook] = parseAutoscalerFile(
+        `apiVersion: smelterfleet.dev/v1alpha1
+kind: SmelterFleetAutoscaler
+metadata: { name: hook }
+spec:
+  fleetName: f
+  policy: { type: Webhook, webhook: { url: "${url}", timeout: 30s } }
+`,
+        'hook.yaml',
+      );
+      const buffer = { ...autoscaler('type: Buffer\nbuffer: { bufferSize: 1 }'), name: 'g-buffer', fleetName: 'g' };
+      const scaler = new FleetAutoscaler({ store, autoscalers: [hook!, buffer] });
+      running = scaler.run(stop.signal);
+      const untilG = async (n: number) => {
+        const ac = new AbortController();
+        const changes = store.watch(ac.signal);
+        try {
+          if ((await store.getFleet('g'))!.replicas === n) return;
+          for await (const _ of changes) if ((await store.getFleet('g'))!.replicas === n) return;
+        } finally {
+          ac.abort();
+        }
+      };
+      await untilG(1);
+      await hanging; // f's first webhook call is in the server, unanswered
+      await store.addServer(newServer('g0', 'g'));
+      await store.updateServer('g0', { event: 'Healthy' });
+      await store.allocate({ fleet: 'g', compositionId: 'c', matchLabels: {}, metadata: {} });
+      await untilG(2);
+      expect(scaler.status().find((a) => a.fleetName === 'f')!.decisions).toBe(0);
+    });
+
     it.each([
       ['slow', /did not answer within 1000 ms/],
       ['failing', /answered HTTP 500/],

@@ -68,6 +68,9 @@ interface ScalerState {
   lastCalled: Map<string, number>;
   dirty: boolean;
   nextCheckAt: number | undefined;
+  /** Set while its loop sleeps: cuts the sleep short. */
+  wakeUp: (() => void) | undefined;
+  woken: boolean;
   status: AutoscalerStatus;
 }
 
@@ -104,8 +107,6 @@ export class FleetAutoscaler {
   private readonly onScale: ((status: AutoscalerStatus) => void) | undefined;
   private readonly fetch: typeof fetch | undefined;
   private readonly states = new Map<string, ScalerState>();
-  private wakeUp: (() => void) | undefined;
-  private woken = false;
 
   constructor(options: FleetAutoscalerOptions) {
     this.store = options.store;
@@ -129,6 +130,8 @@ export class FleetAutoscaler {
         replies: {},
         lastCalled: new Map(),
         dirty: true,
+        wakeUp: undefined,
+        woken: false,
         nextCheckAt: spec.sync.type === 'FixedInterval' ? this.clock.now() : undefined,
         status: { name: spec.name, fleetName: spec.fleetName, decisions: 0, scales: 0 },
       });
@@ -163,27 +166,28 @@ export class FleetAutoscaler {
       for await (const event of events) this.onEvent(event);
     })();
     try {
-      while (!signal.aborted) {
-        const now = this.clock.now();
-        let next: number | undefined;
-        for (const state of this.states.values()) {
-          const due = state.nextCheckAt !== undefined && now >= state.nextCheckAt;
-          if (state.spec.sync.type === 'FixedInterval') {
-            if (due) {
-              state.nextCheckAt = now + state.spec.sync.intervalMs;
-              await this.decide(state, signal);
-            }
-          } else if (state.dirty || due) {
-            state.dirty = false;
-            state.nextCheckAt = undefined;
-            await this.decide(state, signal);
-          }
-          next = earliest(next, state.nextCheckAt);
-        }
-        await this.sleepUntil(next, signal);
-      }
+      // One loop per autoscaler, so a slow webhook of one fleet delays no other fleet.
+      await Promise.all([...this.states.values()].map((state) => this.loop(state, signal)));
     } finally {
       await watching;
+    }
+  }
+
+  private async loop(state: ScalerState, signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      const now = this.clock.now();
+      const due = state.nextCheckAt !== undefined && now >= state.nextCheckAt;
+      if (state.spec.sync.type === 'FixedInterval') {
+        if (due) {
+          state.nextCheckAt = now + state.spec.sync.intervalMs;
+          await this.decide(state, signal);
+        }
+      } else if (state.dirty || due) {
+        state.dirty = false;
+        state.nextCheckAt = undefined;
+        await this.decide(state, signal);
+      }
+      await this.sleepUntil(state, signal);
     }
   }
 
@@ -205,8 +209,8 @@ export class FleetAutoscaler {
 
   private markDirty(state: ScalerState): void {
     state.dirty = true;
-    this.woken = true;
-    this.wakeUp?.();
+    state.woken = true;
+    state.wakeUp?.();
   }
 
   private async decide(state: ScalerState, signal: AbortSignal): Promise<void> {
@@ -312,23 +316,24 @@ export class FleetAutoscaler {
     status.lastErrorAt = this.clock.now();
   }
 
-  private async sleepUntil(at: number | undefined, signal: AbortSignal): Promise<void> {
-    if (this.woken || signal.aborted) {
-      this.woken = false;
+  private async sleepUntil(state: ScalerState, signal: AbortSignal): Promise<void> {
+    if (state.woken || signal.aborted) {
+      state.woken = false;
       return;
     }
+    const at = state.nextCheckAt;
     const ac = new AbortController();
     const onAbort = () => ac.abort();
     signal.addEventListener('abort', onAbort, { once: true });
-    this.wakeUp = () => ac.abort();
+    state.wakeUp = () => ac.abort();
     try {
       // With nothing time-based pending, only an event wakes us (the long sleep just bounds it).
       await this.clock.sleep(at === undefined ? 3_600_000 : Math.max(0, at - this.clock.now()), ac.signal);
     } catch {
       // woken or aborted
     } finally {
-      this.wakeUp = undefined;
-      this.woken = false;
+      state.wakeUp = undefined;
+      state.woken = false;
       signal.removeEventListener('abort', onAbort);
     }
   }
