@@ -188,7 +188,7 @@ describe('RedisStore when Redis goes away', () => {
     const store = await RedisStore.connect({ url: own.url, commandTimeoutMs: 500 });
     try {
       await store.putFleet(fleetSpec('f'));
-      for (const n of ['s1', 's2']) {
+      for (const n of ['s1', 's2', 's3']) {
         await store.addServer(newServer(n, 'f'));
         await store.updateServer(n, { event: 'Healthy' });
       }
@@ -212,6 +212,14 @@ describe('RedisStore when Redis goes away', () => {
       expect(await store.getAllocation('c1')).toEqual(before);
       await seen; // the feed is back too
       ac.abort();
+      // Leases still expire: the restarted Redis had forgotten notify-keyspace-events, the store set it again.
+      const ac2 = new AbortController();
+      const unhealthy = collect(store.watch(ac2.signal), (events) =>
+        events.some((e) => e.type === 'server' && e.server.name === 's3' && e.server.state === 'Unhealthy'),
+      );
+      await store.renewLease('s3', 50);
+      await unhealthy;
+      ac2.abort();
     } finally {
       await store.close();
       await own.stop();

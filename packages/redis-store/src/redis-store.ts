@@ -19,7 +19,7 @@ import {
   type StoreEvent,
 } from '@smelter-fleet/core';
 import { randomBytes } from 'node:crypto';
-import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, ReplyError, type RedisOptions } from 'ioredis';
 import { parseRedisUrl, type RedisTarget } from './config.js';
 import { ALLOCATE, COMMIT, POSITION, PUT_FLEET, RENEW_LEASE, SNAPSHOT } from './lua.js';
 
@@ -343,39 +343,51 @@ export class RedisStore implements Store {
   }
 
   private async watchLeases(sub: Client): Promise<void> {
-    const channel = `__keyevent@${this.db}__:expired`;
     const leasePrefix = this.p + 'lease:';
+    sub.on('message', (_channel: string, key: string) => {
+      if (key.startsWith(leasePrefix)) void this.expireLease(key.slice(leasePrefix.length));
+    });
+    // On every reconnection: notifications on again (a restarted Redis forgets CONFIG SET), then the
+    // leases that ran out while nobody listened.
+    sub.on('ready', () => void this.leasesResubscribed());
+    await this.enableNotifications();
+    await sub.subscribe(`__keyevent@${this.db}__:expired`);
+    await this.sweepLeases();
+  }
+
+  /** Expiry events need `notify-keyspace-events` with E and x: set them unless CONFIG is refused (managed Redis). */
+  private async enableNotifications(): Promise<void> {
     try {
-      // Needs `notify-keyspace-events` to include E and x; set it if allowed (managed Redis may refuse CONFIG).
       const [, flags = ''] = (await this.redis.config('GET', 'notify-keyspace-events')) as string[];
-      if (!(flags.includes('E') && (flags.includes('x') || flags.includes('A')))) {
-        const merged = [...new Set(`${flags}Ex`)].join('');
-        await this.redis.config('SET', 'notify-keyspace-events', merged);
-      }
+      if (flags.includes('E') && (flags.includes('x') || flags.includes('A'))) return;
+      await this.redis.config('SET', 'notify-keyspace-events', [...new Set(`${flags}Ex`)].join(''));
     } catch (err) {
+      if (!(err instanceof ReplyError)) throw err; // connection trouble: the caller retries
       this.logger.warn('cannot enable keyspace notifications: set notify-keyspace-events Ex in redis.conf', {
         error: String(err),
       });
     }
-    sub.on('message', (_channel: string, key: string) => {
-      if (key.startsWith(leasePrefix)) void this.expireLease(key.slice(leasePrefix.length));
-    });
-    // On every (re)connection: leases that ran out while nobody listened.
-    sub.on('ready', () => void this.sweepLeases());
-    await sub.subscribe(channel);
-    await this.sweepLeases();
   }
 
-  /** Expires every lease whose key is gone. Runs when the subscription (re)connects. */
-  private async sweepLeases(): Promise<void> {
-    try {
-      const leased = await this.redis.hkeys(this.p + 'leased');
-      if (leased.length === 0) return;
-      const exists = await this.redis.pipeline(leased.map((n) => ['exists', this.p + 'lease:' + n])).exec();
-      await Promise.all(leased.map((name, i) => (exists?.[i]?.[1] === 0 ? this.expireLease(name) : undefined)));
-    } catch (err) {
-      if (!this.closed) this.logger.warn('lease sweep failed', { error: String(err) });
+  private async leasesResubscribed(): Promise<void> {
+    // The command connection may come back after the subscriber: retry until both are up.
+    for (let attempt = 0; attempt < 30 && !this.closed; attempt++) {
+      try {
+        await this.enableNotifications();
+        await this.sweepLeases();
+        return;
+      } catch {
+        await this.reconnected(this.redis);
+      }
     }
+  }
+
+  /** Expires every lease whose key is gone. */
+  private async sweepLeases(): Promise<void> {
+    const leased = await this.redis.hkeys(this.p + 'leased');
+    if (leased.length === 0) return;
+    const exists = await this.redis.pipeline(leased.map((n) => ['exists', this.p + 'lease:' + n])).exec();
+    await Promise.all(leased.map((name, i) => (exists?.[i]?.[1] === 0 ? this.expireLease(name) : undefined)));
   }
 
   /** Tries the HealthFailed transition for an expired lease; logs `lease expiry handled` with whether it won. */
