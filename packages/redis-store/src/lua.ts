@@ -153,7 +153,9 @@ return {'OK', aj, emit('allocation', '0', aj)}
  * 4 the new record JSON ('' removes it); 5 allocation op: '' | 'end' (end the composition's allocation if
  * it is on this server) | 'release' (the allocation must exist and be on ARGV[7]); 6 composition id;
  * 7 release: expected server of the allocation; 8 '1': refuse while the server's lease exists.
- * Returns {'OK', last feed id} or {error code, detail}; 'CONFLICT' means the version moved.
+ * Returns {'OK', last feed id} or {error code, detail}: 'CONFLICT' (the version or the allocation moved:
+ * re-read and retry), 'NOT_FOUND' (no such server), 'ALREADY_EXISTS', 'GONE' (no allocation to release),
+ * 'LEASED' (the lease was renewed meanwhile).
  */
 export const COMMIT = `${COMMON}
 local name, expected, nj, op, comp = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
