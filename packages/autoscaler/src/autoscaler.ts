@@ -74,7 +74,8 @@ interface ScalerState {
   status: AutoscalerStatus;
 }
 
-function webhooksOf(policy: AutoscalePolicy): WebhookPolicy[] {
+/** The webhook policies anywhere in a policy tree. */
+export function webhooksOf(policy: AutoscalePolicy): WebhookPolicy[] {
   switch (policy.type) {
     case 'Webhook':
       return [policy];

@@ -4,6 +4,7 @@ import {
   generateTrace,
   parseGeneratorSpec,
   simulate,
+  SimulateError,
   traceFromJson,
   traceToJson,
   TraceError,
@@ -182,7 +183,8 @@ export async function simulateCommand(argv: string[], ctx: SimulateContext): Pro
       ctx.out(renderSimTable(reports));
     }
   } catch (err) {
-    if (err instanceof TraceError || err instanceof FleetSpecError) throw new CommandError(`simulate: ${err.message}`);
+    if (err instanceof TraceError || err instanceof FleetSpecError || err instanceof SimulateError)
+      throw new CommandError(`simulate: ${err.message}`);
     throw err;
   }
 }

@@ -11,7 +11,7 @@ import {
   type ServerState,
 } from '@smelter-fleet/core';
 import { MemoryStore } from '@smelter-fleet/memory-store';
-import { FleetAutoscaler } from '../autoscaler.js';
+import { FleetAutoscaler, webhooksOf } from '../autoscaler.js';
 import { oracleIdleMs } from './oracle.js';
 import { SimClock } from './sim-clock.js';
 import { SimRuntime } from './sim-runtime.js';
@@ -72,6 +72,11 @@ export interface SimReport {
 
 const FLEET = 'sim';
 
+/** A simulation that cannot run as asked. */
+export class SimulateError extends Error {
+  override readonly name = 'SimulateError';
+}
+
 /**
  * Replays a trace against the real FleetController, MemoryStore and FleetAutoscaler in virtual time (SimClock:
  * time jumps to the next timer only when everything is idle) with a simulated runtime. Deterministic for a trace.
@@ -79,6 +84,9 @@ const FLEET = 'sim';
 export async function simulate(options: SimulateOptions): Promise<SimReport> {
   const wallStart = performance.now();
   const { trace } = options;
+  // A webhook answers in real time, which virtual time cannot wait for.
+  if (webhooksOf(options.autoscaler.policy).length > 0)
+    throw new SimulateError(`autoscaler ${options.autoscaler.name}: the simulator cannot run Webhook policies`);
   const coldStartMs = options.coldStartMs ?? 30_000;
   const flushTimeMs = options.flushTimeMs ?? 5000;
   const waitBudgetMs = options.waitBudgetMs ?? 120_000;
