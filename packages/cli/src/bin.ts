@@ -9,7 +9,6 @@ import { allocate, CommandError, get, release, status } from './client-commands.
 import { apply, drain, events } from './fleet-commands.js';
 import { sidecarCommand } from './sidecar-command.js';
 import { SIMULATE_USAGE, simulateCommand } from './simulate.js';
-import { SIMULATE_USAGE, simulateCommand } from './simulate.js';
 import { up } from './up.js';
 import { allocatorCommand } from './allocator-command.js';
 import { controllerCommand } from './controller-command.js';
@@ -41,7 +40,6 @@ Usage:
       --local needs no fleet: an in-process one stands in and what it would record is logged.
   smelter-fleet supervise [sidecar flags] -- <smelter command...>
       Runs Smelter as a child with the sidecar: SIGTERM drains (waits for the composition), then SIGINT.
-  ${SIMULATE_USAGE}
   ${SIMULATE_USAGE}
   smelter-fleet emulator
       Runs the Smelter emulator (a test stand-in for Smelter) with Smelter's environment variables.
@@ -140,9 +138,6 @@ async function main(argv: string[]): Promise<number> {
         },
         localFleet: async () => parseFleetFile(await readFile(exampleFleet, 'utf8'), exampleFleet)[0]!,
       });
-    case 'simulate':
-      await simulateCommand(rest, { out });
-      return 0;
     case 'simulate':
       await simulateCommand(rest, { out });
       return 0;
