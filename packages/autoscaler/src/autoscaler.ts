@@ -23,7 +23,7 @@ export interface FleetAutoscalerOptions {
   autoscalers: readonly AutoscalerSpec[];
   clock?: Clock;
   logger?: Logger;
-  /** How long an allocation that found no Ready server counts as waiting demand, ms. Default 60000. */
+  /** How long after its last miss an allocation that found no Ready server counts as waiting demand, ms. Default 60000. */
   waitingTtlMs?: number;
   /** Arrival history kept for Predictive policies (at least their window), ms. Default 1 h. */
   historyMs?: number;
@@ -61,8 +61,8 @@ interface ScalerState {
   arrivals: number[];
   /** When compositions ended (for Predictive: recycled servers are supply). */
   releases: number[];
-  /** Compositions waiting for a server, by when they first found none. */
-  waiting: Map<string, number>;
+  /** Compositions waiting for a server: when they first and last found none. */
+  waiting: Map<string, { firstAt: number; lastAt: number }>;
   samples: StabilizationSample[];
   replies: Record<string, WebhookReply>;
   lastCalled: Map<string, number>;
@@ -148,9 +148,15 @@ export class FleetAutoscaler {
   /** Records an allocation request that found no Ready server (see allocatorStore). */
   noteExhausted(request: AllocationRequest): void {
     const state = this.states.get(request.fleet);
-    if (!state || state.waiting.has(request.compositionId)) return;
-    state.waiting.set(request.compositionId, this.clock.now());
-    this.markDirty(state);
+    if (!state) return;
+    const now = this.clock.now();
+    const known = state.waiting.get(request.compositionId);
+    // A retry (the allocator waiting for a server) keeps the demand alive; only a new one needs a decision.
+    if (known) known.lastAt = now;
+    else {
+      state.waiting.set(request.compositionId, { firstAt: now, lastAt: now });
+      this.markDirty(state);
+    }
   }
 
   /** A snapshot of every autoscaler's status. */
@@ -200,7 +206,7 @@ export class FleetAutoscaler {
     if (event.type === 'allocation' && !event.released) {
       // An allocation that waited counts from when its demand first showed.
       const id = event.allocation.compositionId;
-      const at = state.waiting.get(id) ?? event.allocation.allocatedAt;
+      const at = state.waiting.get(id)?.firstAt ?? event.allocation.allocatedAt;
       state.waiting.delete(id);
       insertSorted(state.arrivals, at);
     } else if (event.type === 'allocation') insertSorted(state.releases, this.clock.now());
@@ -255,10 +261,10 @@ export class FleetAutoscaler {
         list.splice(0, old === -1 ? list.length : old);
       }
       let waiting = 0;
-      for (const [id, at] of state.waiting) {
-        if (at <= now - this.waitingTtlMs) state.waiting.delete(id);
+      for (const [id, { lastAt }] of state.waiting) {
+        if (lastAt <= now - this.waitingTtlMs) state.waiting.delete(id);
         else {
-          next = earliest(next, at + this.waitingTtlMs);
+          next = earliest(next, lastAt + this.waitingTtlMs);
           if (!held.has(id)) waiting++;
         }
       }
