@@ -226,6 +226,24 @@ describe('RedisStore when Redis goes away', () => {
     }
   });
 
+  it('fails with UNAVAILABLE when Redis hangs (SIGSTOP) instead of waiting, and goes on once it resumes', async () => {
+    const own = await RedisServer.start();
+    const store = await RedisStore.connect({ url: own.url, commandTimeoutMs: 300 });
+    try {
+      await store.putFleet(fleetSpec('f'));
+      process.kill(own.pid!, 'SIGSTOP');
+      try {
+        await expectCode(store.getFleet('f'), 'UNAVAILABLE');
+      } finally {
+        process.kill(own.pid!, 'SIGCONT');
+      }
+      expect((await retryUnavailable(() => store.getFleet('f')))?.name).toBe('f');
+    } finally {
+      await store.close();
+      await own.stop();
+    }
+  });
+
   it('fails at connect with UNAVAILABLE naming the URL without its password', async () => {
     const port = await freePort();
     const err = await expectCode(

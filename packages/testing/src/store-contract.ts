@@ -124,6 +124,16 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       expect((await store.getServer('s1'))?.state).toBe('Ready');
     });
 
+    it('applies concurrent updates of one server one after another', async () => {
+      const s = await store.addServer(newServer('s1', 'f'));
+      const results = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => store.updateServer('s1', { reason: `r${i}` })),
+      );
+      // Every write is counted: none was lost to another writer's stale read.
+      expect(new Set(results.map((r) => r.version)).size).toBe(20);
+      expect((await store.getServer('s1'))?.version).toBe(s.version + 20);
+    });
+
     it('refuses a write against a stale version', async () => {
       const s = await store.addServer(newServer('s1', 'f'));
       await store.updateServer('s1', { reason: 'x', expectedVersion: s.version });
