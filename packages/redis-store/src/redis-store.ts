@@ -477,6 +477,7 @@ export class RedisStore implements Store {
           }
           this.lastSeq += 1;
           this.lastId = id;
+          if (this.watchers.size === 0) continue; // position kept, nothing to decode
           const event = decodeEvent(entry);
           for (const w of this.watchers) if (compareIds(id, w.floor) > 0) w.channel.push(event);
         }
