@@ -21,7 +21,7 @@ const REPLICAS = Number(process.env.BENCH_REPLICAS ?? 2);
  * Servers seeded for the Redis phase: enough for every allocation of the phase, so nothing is recycled
  * while it runs (recycling through the store from this process would take more CPU than the replicas).
  */
-const REDIS_SERVERS = Number(process.env.BENCH_REDIS_SERVERS ?? 30_000);
+const REDIS_SERVERS = Number(process.env.BENCH_REDIS_SERVERS ?? 45_000);
 /** Redis persistence for the run: appendonly with appendfsync everysec (the README's advice), unless 0. */
 const REDIS_AOF = process.env.BENCH_REDIS_AOF !== '0';
 
@@ -95,6 +95,7 @@ const redisResult = await (async () => {
   try {
     await shared.putFleet(fleet!);
     await seed(shared, REDIS_SERVERS);
+    const direct = await storeDirect(shared);
     const cli = fileURLToPath(new URL('../../cli/dist/bin.js', import.meta.url));
     const addresses = await Promise.all(
       Array.from({ length: REPLICAS }, async () => {
@@ -116,7 +117,7 @@ const redisResult = await (async () => {
       [loadScript, addresses.join(','), String(DURATION_MS), String(CONCURRENCY), String(RATE), 'allocate-only'],
       { maxBuffer: 1 << 20 },
     );
-    return JSON.parse(out) as { allocations: Summary; paced: Summary };
+    return { ...(JSON.parse(out) as { allocations: Summary; paced: Summary }), direct };
   } finally {
     for (const r of replicas) {
       const exited = new Promise((resolve) => r.once('exit', resolve));
@@ -144,6 +145,8 @@ console.log(
 );
 console.log(row(`Redis, ${REPLICAS} replicas: Allocate, closed`, redisResult.allocations));
 console.log(row(`Redis, ${REPLICAS} replicas: open loop ${RATE}/s`, redisResult.paced));
+console.log(row('  RedisStore.allocate direct, closed', redisResult.direct.closed));
+console.log(row(`  RedisStore.allocate direct, ${RATE}/s`, redisResult.direct.paced));
 console.log(
   `Allocate / no-op: throughput ${(result.allocations.perSecond / result.noop.perSecond).toFixed(2)}, ` +
     `p99 at ${RATE}/s ${(result.paced.p99Ms / result.noopPaced.p99Ms).toFixed(2)}`,
@@ -175,4 +178,46 @@ async function seed(target: Store, count: number): Promise<void> {
       }),
     );
   }
+}
+
+/**
+ * The Redis store's own capacity, without gRPC: RedisStore.allocate from this process, 1 s closed loop
+ * (CONCURRENCY in flight) and 2 s paced at RATE. Uses up to ~15,000 of the seeded servers.
+ */
+async function storeDirect(target: Store): Promise<{ closed: Summary; paced: Summary }> {
+  let n = 0;
+  const once = async () => {
+    const t0 = performance.now();
+    await target.allocate({ fleet: 'bench', compositionId: `direct-${n++}`, matchLabels: {}, metadata: {} });
+    return performance.now() - t0;
+  };
+  const closedMs: number[] = [];
+  let errors = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (performance.now() - t0 < 1000) closedMs.push(await once().catch(() => (errors++, NaN)));
+    }),
+  );
+  const closed = summarize(
+    closedMs.filter((x) => !Number.isNaN(x)),
+    (performance.now() - t0) / 1000,
+    errors,
+  );
+  const pacedMs: number[] = [];
+  let pacedErrors = 0;
+  const pending: Promise<void>[] = [];
+  const t1 = performance.now();
+  for (let i = 0; i < RATE * 2; i++) {
+    const wait = t1 + (i * 1000) / RATE - performance.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    pending.push(
+      once().then(
+        (ms) => void pacedMs.push(ms),
+        () => void pacedErrors++,
+      ),
+    );
+  }
+  await Promise.all(pending);
+  return { closed, paced: summarize(pacedMs, (performance.now() - t1) / 1000, pacedErrors) };
 }
