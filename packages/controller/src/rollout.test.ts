@@ -229,46 +229,54 @@ describe('FleetController rollouts, drains and restarts over emulator processes'
     await until(store, (s) => s.length === 1 && s[0]!.name !== a.serverName && s[0]!.state === 'Ready');
   });
 
-  it('survives being killed mid-rollout: the next controller finishes it, nothing lost or launched twice', async () => {
-    const v1 = fleetSpec('f', {
-      replicas: 3,
-      strategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
-    });
-    await store.putFleet(v1);
-    const first = new AbortController();
-    const killed = controller({ stopServersOnExit: false }).run(first.signal);
-    await until(store, (s) => inState(s, 'Ready').length === 3);
-    const a = await store.allocate({ fleet: 'f', compositionId: 'c1', matchLabels: {}, metadata: {} });
-    const watch = new AbortController();
-    const { hashes } = recordHistory(store, watch.signal);
-    const v2 = { ...v1, template: { ...v1.template, env: { X: 'v2' } } };
-    const newHash = templateHash(v2.template);
-    await store.putFleet(v2);
-    // Killed (no orderly shutdown) as soon as it has recorded its first new server.
-    await until(store, (s) => s.some((x) => hashOf(x) === newHash));
-    first.abort();
-    await killed;
-    // Servers kept running and kept their records.
-    const mid = await store.listServers();
-    expect(await store.getAllocation('c1')).toMatchObject({ serverName: a.serverName });
-    for (const s of mid) if (s.pid) expect(alive(s.pid)).toBe(true);
+  const killPoints: [string, (newHash: string) => (servers: ServerRecord[]) => boolean][] = [
+    ['its first new server is recorded', (h) => (s) => s.some((x) => hashOf(x) === h)],
+    ['its first new server is Ready', (h) => (s) => s.some((x) => hashOf(x) === h && x.state === 'Ready')],
+    ['it is stopping an old Ready server', (h) => (s) => s.some((x) => hashOf(x) !== h && x.state === 'Shutdown')],
+  ];
+  it.each(killPoints)(
+    'survives being killed mid-rollout when %s: the next controller finishes it, nothing lost or launched twice',
+    async (_, killWhen) => {
+      const v1 = fleetSpec('f', {
+        replicas: 3,
+        strategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
+      });
+      await store.putFleet(v1);
+      const first = new AbortController();
+      const killed = controller({ stopServersOnExit: false }).run(first.signal);
+      await until(store, (s) => inState(s, 'Ready').length === 3);
+      const a = await store.allocate({ fleet: 'f', compositionId: 'c1', matchLabels: {}, metadata: {} });
+      const watch = new AbortController();
+      const { hashes } = recordHistory(store, watch.signal);
+      const v2 = { ...v1, template: { ...v1.template, env: { X: 'v2' } } };
+      const newHash = templateHash(v2.template);
+      await store.putFleet(v2);
+      // Killed (no orderly shutdown) at that moment.
+      await until(store, killWhen(newHash));
+      first.abort();
+      await killed;
+      // Servers kept running and kept their records.
+      const mid = await store.listServers();
+      expect(await store.getAllocation('c1')).toMatchObject({ serverName: a.serverName });
+      for (const s of mid) if (s.pid && s.state !== 'Shutdown') expect(alive(s.pid)).toBe(true);
 
-    running = controller().run(stop.signal);
-    const rolled = await until(
-      store,
-      (s) => s.filter((x) => x.state === 'Ready' && hashOf(x) === newHash).length === 2 && s.length === 3,
-    );
-    expect(rolled.find((s) => s.name === a.serverName)).toMatchObject({ state: 'Draining', compositionId: 'c1' });
-    // Exactly the two new servers the rollout needs were ever created, and each runs one process.
-    expect([...hashes.values()].filter((h) => h === newHash)).toHaveLength(2);
-    expect(
-      runtime
-        .list()
-        .map((p) => p.name)
-        .sort(),
-    ).toEqual(rolled.map((s) => s.name).sort());
-    watch.abort();
-  });
+      running = controller().run(stop.signal);
+      const rolled = await until(
+        store,
+        (s) => s.filter((x) => x.state === 'Ready' && hashOf(x) === newHash).length === 2 && s.length === 3,
+      );
+      expect(rolled.find((s) => s.name === a.serverName)).toMatchObject({ state: 'Draining', compositionId: 'c1' });
+      // Exactly the two new servers the rollout needs were ever created, and each runs one process.
+      expect([...hashes.values()].filter((h) => h === newHash)).toHaveLength(2);
+      expect(
+        runtime
+          .list()
+          .map((p) => p.name)
+          .sort(),
+      ).toEqual(rolled.map((s) => s.name).sort());
+      watch.abort();
+    },
+  );
 
   it('adopts what a dead controller left: a record without a process gets one, a process without a record stops', async () => {
     const spec = fleetSpec('f', { replicas: 2 });
