@@ -103,8 +103,7 @@ export const fleetApplyHandler: ApplyHandler = {
       if (current.replicas !== spec.replicas) changes.push(`replicas ${current.replicas} -> ${spec.replicas}`);
       const [was, now] = [templateHash(current.template), templateHash(spec.template)];
       if (was !== now) changes.push(`template ${was} -> ${now} (${spec.strategy?.type ?? 'RollingUpdate'})`);
-      const policy = (f: FleetSpec) =>
-        JSON.stringify([f.region, f.scheduling, f.strategy, f.drain, f.health, f.template.resources]);
+      const policy = (f: FleetSpec) => JSON.stringify([f.region, f.scheduling, f.strategy, f.drain, f.health]);
       if (policy(current) !== policy(spec)) changes.push('policy');
     }
     const result = !current ? 'created' : changes.length > 0 ? 'configured' : 'unchanged';
