@@ -77,6 +77,17 @@ describe('smelter-fleet up with a SmelterFleetAutoscaler in the fleet file', () 
     expect(cold.code).toBe(0);
     expect(JSON.parse(cold.stdout)).toMatchObject({ composition_id: 'show-2', fleet: 'cold' });
     await up.waitFor(/^autoscaler cold-buffer: fleet cold 0 -> 1 \(buffer 0 over 1 busy\)$/, released);
+
+    // A new policy through `apply` reaches the running autoscaler.
+    const policy = tempFile(
+      'policy.yaml',
+      autoscalerYaml('warm-buffer', 'warm', '    type: Buffer\n    buffer: { bufferSize: 3, maxReplicas: 4 }\n'),
+    );
+    const applied = up.lines.length;
+    const res = await cli(['apply', '--allocator', allocator, '-f', policy]);
+    expect(res.stderr).toBe('');
+    expect(res.stdout.trim()).toBe('smelterfleetautoscaler/warm-buffer configured: Buffer policy on fleet warm');
+    await up.waitFor(/^autoscaler warm-buffer: fleet warm 1 -> 3 \(buffer 3 over 0 busy\)$/, applied);
   });
 
   it('rejects a bad autoscaler naming file, line and field', async () => {

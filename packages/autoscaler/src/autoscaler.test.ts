@@ -90,6 +90,24 @@ describe('FleetAutoscaler on the memory store (real clock)', () => {
     expect(scaler.status()[0]!.reason).toMatch(/buffer 2 over 2 busy/);
   });
 
+  it('takes an autoscaler applied while running, and a new policy for it (smelter-fleet apply)', async () => {
+    await store.putFleet(fleetSpec('f', { replicas: 0 }));
+    const scaler = new FleetAutoscaler({ store, autoscalers: [] });
+    running = scaler.run(stop.signal);
+    const first = autoscaler('type: Buffer\nbuffer: { bufferSize: 2, maxReplicas: 10 }');
+    expect(scaler.apply(first, { dryRun: true }).result).toBe('created');
+    expect(scaler.status()).toEqual([]); // a dry run changes nothing
+    expect(scaler.apply(first).result).toBe('created');
+    await untilFleet(store, (f) => f.replicas === 2);
+    expect(scaler.apply(first).result).toBe('unchanged');
+    expect(scaler.apply(autoscaler('type: Buffer\nbuffer: { bufferSize: 5, maxReplicas: 10 }')).result).toBe(
+      'configured',
+    );
+    await untilFleet(store, (f) => f.replicas === 5);
+    const other = { ...first, name: 'another' };
+    expect(() => scaler.apply(other)).toThrow(/fleet "f" already has autoscaler "scaler"/);
+  });
+
   it('scales to zero, and an allocation finding no server (waiting demand) scales it up again', async () => {
     await store.putFleet(fleetSpec('f', { replicas: 2 }));
     const scaler = new FleetAutoscaler({

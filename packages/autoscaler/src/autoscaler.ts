@@ -1,4 +1,5 @@
 import {
+  FleetError,
   recommend,
   silentLogger,
   stabilize,
@@ -103,11 +104,13 @@ export class FleetAutoscaler {
   private readonly clock: Clock;
   private readonly logger: Logger;
   private readonly waitingTtlMs: number;
-  private readonly historyMs: number;
+  private historyMs: number;
   private readonly webhookMinIntervalMs: number;
   private readonly onScale: ((status: AutoscalerStatus) => void) | undefined;
   private readonly fetch: typeof fetch | undefined;
   private readonly states = new Map<string, ScalerState>();
+  private running: AbortSignal | undefined;
+  private readonly loops: Promise<void>[] = [];
 
   constructor(options: FleetAutoscalerOptions) {
     this.store = options.store;
@@ -117,27 +120,69 @@ export class FleetAutoscaler {
     this.webhookMinIntervalMs = options.webhookMinIntervalMs ?? 1000;
     this.onScale = options.onScale;
     this.fetch = options.fetch;
-    let history = options.historyMs ?? 3_600_000;
+    this.historyMs = options.historyMs ?? 3_600_000;
     for (const spec of options.autoscalers) {
       if (this.states.has(spec.fleetName)) throw new Error(`fleet "${spec.fleetName}" has two autoscalers`);
-      history = Math.max(history, maxWindow(spec.policy));
-      this.states.set(spec.fleetName, {
-        spec,
-        webhooks: webhooksOf(spec.policy),
-        arrivals: [],
-        releases: [],
-        waiting: new Map(),
-        samples: [],
-        replies: {},
-        lastCalled: new Map(),
-        dirty: true,
-        wakeUp: undefined,
-        woken: false,
-        nextCheckAt: spec.sync.type === 'FixedInterval' ? this.clock.now() : undefined,
-        status: { name: spec.name, fleetName: spec.fleetName, decisions: 0, scales: 0 },
-      });
+      this.add(spec);
     }
-    this.historyMs = history;
+  }
+
+  /**
+   * Adds an autoscaler while running (`smelter-fleet apply`), or gives the fleet's autoscaler a new spec; its
+   * history (arrivals, stabilisation samples) is kept, and it decides again at once.
+   */
+  apply(
+    spec: AutoscalerSpec,
+    options: { dryRun?: boolean } = {},
+  ): { result: 'created' | 'configured' | 'unchanged'; message: string } {
+    const state = this.states.get(spec.fleetName);
+    if (state && state.spec.name !== spec.name)
+      throw new FleetError(
+        'FAILED_PRECONDITION',
+        `fleet "${spec.fleetName}" already has autoscaler "${state.spec.name}"`,
+        { field: 'spec.fleetName' },
+      );
+    if (state && JSON.stringify(state.spec) === JSON.stringify(spec)) return { result: 'unchanged', message: '' };
+    const message = `${spec.policy.type} policy on fleet ${spec.fleetName}`;
+    if (options.dryRun) return { result: state ? 'configured' : 'created', message };
+    if (!state) {
+      this.start(this.add(spec));
+      return { result: 'created', message };
+    }
+    this.historyMs = Math.max(this.historyMs, maxWindow(spec.policy));
+    state.spec = spec;
+    state.webhooks = webhooksOf(spec.policy);
+    state.status.name = spec.name;
+    state.nextCheckAt = spec.sync.type === 'FixedInterval' ? this.clock.now() : undefined;
+    this.markDirty(state);
+    return { result: 'configured', message };
+  }
+
+  private add(spec: AutoscalerSpec): ScalerState {
+    this.historyMs = Math.max(this.historyMs, maxWindow(spec.policy));
+    const state: ScalerState = {
+      spec,
+      webhooks: webhooksOf(spec.policy),
+      arrivals: [],
+      releases: [],
+      waiting: new Map(),
+      samples: [],
+      replies: {},
+      lastCalled: new Map(),
+      dirty: true,
+      wakeUp: undefined,
+      woken: false,
+      nextCheckAt: spec.sync.type === 'FixedInterval' ? this.clock.now() : undefined,
+      status: { name: spec.name, fleetName: spec.fleetName, decisions: 0, scales: 0 },
+    };
+    this.states.set(spec.fleetName, state);
+    return state;
+  }
+
+  /** Starts the state's loop if `run` is under way (otherwise `run` starts it). */
+  private start(state: ScalerState): void {
+    const signal = this.running;
+    if (signal && !signal.aborted) this.loops.push(this.loop(state, signal));
   }
 
   /** The store to give the allocator: allocations that find no Ready server count as waiting demand. */
@@ -166,16 +211,21 @@ export class FleetAutoscaler {
 
   /** Decides until `signal` aborts. */
   async run(signal: AbortSignal): Promise<void> {
-    if (this.states.size === 0) return;
     // Subscribed before the first decision, so no change in between is missed.
     const events = this.store.watch(signal);
     const watching = (async () => {
       for await (const event of events) this.onEvent(event);
     })();
+    this.running = signal;
     try {
       // One loop per autoscaler, so a slow webhook of one fleet delays no other fleet.
-      await Promise.all([...this.states.values()].map((state) => this.loop(state, signal)));
+      for (const state of this.states.values()) this.start(state);
+      await new Promise<void>((resolve) =>
+        signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true }),
+      );
+      await Promise.all(this.loops);
     } finally {
+      this.running = undefined;
       await watching;
     }
   }

@@ -1,13 +1,23 @@
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { FLEET_PARSERS, FleetSpecError, parseManifest, type KindParser } from '@smelter-fleet/core';
+import {
+  AUTOSCALER_KIND,
+  autoscalerSpecFromObject,
+  FLEET_PARSERS,
+  FleetSpecError,
+  parseManifest,
+  type KindParser,
+} from '@smelter-fleet/core';
 import type { fleetV1 } from '@smelter-fleet/proto';
 import { parsing, UsageError } from './args.js';
 import { CommandError, withAllocator, type ClientContext } from './client-commands.js';
 import { formatDuration, table } from './table.js';
 
 /** Kinds `apply` validates locally before sending (the allocator validates again). Add a kind here and in up's handlers. */
-export const APPLY_PARSERS: Record<string, KindParser> = { ...FLEET_PARSERS };
+export const APPLY_PARSERS: Record<string, KindParser> = {
+  ...FLEET_PARSERS,
+  [AUTOSCALER_KIND]: autoscalerSpecFromObject,
+};
 
 const CALL_DEADLINE_MS = 10_000;
 const allocatorOption = { allocator: { type: 'string' } } as const;

@@ -1,8 +1,11 @@
 import { readFile } from 'node:fs/promises';
-import { startAllocatorServer, type FleetRuntimeInfo } from '@smelter-fleet/allocator';
+import { DEFAULT_APPLY_HANDLERS, startAllocatorServer, type FleetRuntimeInfo } from '@smelter-fleet/allocator';
 import { FleetAutoscaler } from '@smelter-fleet/autoscaler';
 import { ControllerMetrics, FleetController } from '@smelter-fleet/controller';
 import {
+  AUTOSCALER_KIND,
+  type AutoscalerSpec,
+  autoscalerSpecFromObject,
   FleetSpecError,
   DEFAULT_STRATEGY,
   DRAIN_REQUESTED_ANNOTATION,
@@ -96,9 +99,17 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
       ctx.out(`autoscaler ${a.name}: fleet ${a.fleetName} ${a.previousReplicas} -> ${a.desiredReplicas} (${a.reason})`),
   });
   const allocator = await startAllocatorServer({
-    store: autoscalers.length > 0 ? autoscaler.allocatorStore() : store,
+    // Always the autoscaler's view of the store: `apply` may add an autoscaler later.
+    store: autoscaler.allocatorStore(),
     address: allocatorAddress,
     fleetInfo,
+    applyHandlers: {
+      ...DEFAULT_APPLY_HANDLERS,
+      [AUTOSCALER_KIND]: {
+        parse: autoscalerSpecFromObject,
+        apply: async (object, { dryRun }) => autoscaler.apply(object.value as AutoscalerSpec, { dryRun }),
+      },
+    },
     linkSecret,
     logger,
     events,

@@ -1,5 +1,5 @@
 import { CronError, parseCron, type Cron } from './cron.js';
-import { fleetSpecFromObject, FLEET_API_VERSION, FLEET_KIND, type FleetSpec } from './fleet-spec.js';
+import { FLEET_API_VERSION, FLEET_KIND, FLEET_PARSERS, parseManifest, type FleetSpec } from './fleet-spec.js';
 import {
   checkUniqueNames,
   duration,
@@ -283,14 +283,10 @@ export interface FleetFileDocuments {
  * the file, line, column and field. An autoscaler must name a fleet of the same file.
  */
 export function parseFleetFileDocuments(text: string, file: string): FleetFileDocuments {
-  const docs = parseDocuments(text, file, (doc): FleetSpec | AutoscalerSpec =>
-    isObj(doc) && doc.kind === AUTOSCALER_KIND ? autoscalerSpecFromObject(doc) : fleetSpecFromObject(doc),
-  );
-  const fleets = docs.filter((d): d is FleetSpec => !('fleetName' in d));
-  const autoscalers = docs.filter((d): d is AutoscalerSpec => 'fleetName' in d);
+  const docs = parseManifest(text, file, { ...FLEET_PARSERS, [AUTOSCALER_KIND]: autoscalerSpecFromObject });
+  const fleets = docs.filter((d) => d.kind === FLEET_KIND).map((d) => d.value as FleetSpec);
+  const autoscalers = docs.filter((d) => d.kind === AUTOSCALER_KIND).map((d) => d.value as AutoscalerSpec);
   if (fleets.length === 0) throw new FleetSpecError(file, '', `no fleet found (kind ${FLEET_KIND})`);
-  checkUniqueNames(file, fleets, 'fleet');
-  checkUniqueNames(file, autoscalers, 'autoscaler');
   const names = new Set(fleets.map((f) => f.name));
   const scaled = new Set<string>();
   for (const a of autoscalers) {

@@ -618,6 +618,7 @@ function applyUpdate(server: ServerRecord, update: ServerUpdate, now: number): S
   }
   if (update.pid !== undefined) next.pid = update.pid;
   if (update.address !== undefined) next.address = update.address;
+  if (update.node !== undefined) next.node = update.node;
   if (update.ports !== undefined) next.ports = { ...update.ports };
   if (update.labels !== undefined) next.labels = { ...update.labels };
   if (update.annotations !== undefined) next.annotations = { ...update.annotations };

@@ -61,6 +61,7 @@ export class Sidecar {
   };
   private composition: CompositionWatch | undefined;
   private draining: string | undefined;
+  private stopping = false;
   private readonly watch: SmelterWatch;
   private readonly reportListeners = new Set<(report: linkV1.SidecarReport) => void>();
   private readonly serverWatchers = new Set<Channel<sdkV1.Server>>();
@@ -219,6 +220,15 @@ export class Sidecar {
     this.observe({ kind: 'fatal', reason });
   }
 
+  /**
+   * Smelter is being stopped on purpose: the server is shutting down, and the refused polls that follow
+   * are not a failure to report (a report saying "unhealthy" could overtake the one saying "drained").
+   */
+  smelterStopping(reason: string): void {
+    this.stopping = true;
+    this.shutdown(reason);
+  }
+
   /** Whether Smelter may be stopped now: no composition left to wait for. */
   mayStop(): boolean {
     const v = this.view;
@@ -257,6 +267,7 @@ export class Sidecar {
   }
 
   private observe(obs: Observation): void {
+    if (this.stopping && obs.kind !== 'answered') return;
     const before = this.health.health;
     this.health = nextHealth(this.health, obs, this.config.failureThreshold);
     if (this.health.health !== before) {

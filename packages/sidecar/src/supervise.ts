@@ -60,6 +60,8 @@ export function supervise(options: SuperviseOptions): Supervised {
   const stopNow = () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     stopping = true;
+    // With a composition still live (max drain time passed, or stop now), its end is a failure the fleet must hear.
+    if (sidecar.mayStop()) sidecar.smelterStopping('Smelter stopped (SIGINT)');
     child.kill('SIGINT');
     killTimer ??= setTimeout(() => {
       logger.warn('Smelter did not stop after SIGINT; sending SIGKILL');

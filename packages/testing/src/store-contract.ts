@@ -198,6 +198,17 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       expect((await store.getServer(d1.serverName))?.node).not.toBe((await store.getServer(d2.serverName))?.node);
     });
 
+    it('selects by the node recorded after launch (the controller records it once the process runs)', async () => {
+      await readyServer(store, 'a1', 'f', { node: 'a' });
+      await readyServer(store, 'x1', 'f', { node: 'z' });
+      await store.allocate(req('c1')); // a1: the oldest
+      const moved = await store.updateServer('x1', { node: 'a' });
+      expect(moved.node).toBe('a');
+      await readyServer(store, 'b1', 'f', { node: 'b' });
+      // Packed: node a holds an allocation, so x1 (moved there) beats b1 (which would win over node z).
+      expect((await store.allocate(req('c2'))).serverName).toBe('x1');
+    });
+
     it('gives every allocation its own token', async () => {
       await readyServer(store, 's1', 'f');
       await readyServer(store, 's2', 'f');
