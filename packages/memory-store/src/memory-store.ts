@@ -83,12 +83,12 @@ export class MemoryStore implements Store {
 
   async getServer(name: string): Promise<ServerRecord | undefined> {
     const server = this.servers.get(name);
-    return server && copyServer(server);
+    return server;
   }
 
   async listServers(filter: { fleet?: string } = {}): Promise<ServerRecord[]> {
     const out: ServerRecord[] = [];
-    for (const s of this.servers.values()) if (!filter.fleet || s.fleet === filter.fleet) out.push(copyServer(s));
+    for (const s of this.servers.values()) if (!filter.fleet || s.fleet === filter.fleet) out.push(s);
     return out;
   }
 
@@ -134,7 +134,7 @@ export class MemoryStore implements Store {
     this.drop(server);
     this.clearLease(name);
     if (server.compositionId) this.endAllocation(server.compositionId, name);
-    this.emit({ type: 'server', server: copyServer(server), removed: true });
+    this.emit({ type: 'server', server, removed: true });
   }
 
   async allocate(request: AllocationRequest): Promise<Allocation> {
@@ -145,7 +145,7 @@ export class MemoryStore implements Store {
           'FAILED_PRECONDITION',
           `composition "${request.compositionId}" is already allocated in fleet "${existing.fleet}"`,
         );
-      return copyAllocation(existing);
+      return existing;
     }
     const fleet = request.fleet ? this.fleets.get(request.fleet) : undefined;
     if (request.fleet && !fleet) throw new FleetError('NOT_FOUND', `fleet "${request.fleet}" not found`);
@@ -178,10 +178,10 @@ export class MemoryStore implements Store {
       metadata: { ...request.metadata },
     };
     this.put(server);
-    this.allocations.set(allocation.compositionId, allocation);
+    this.allocations.set(allocation.compositionId, freezeAllocation(allocation));
     this.emitServer(server);
-    this.emit({ type: 'allocation', allocation: copyAllocation(allocation), released: false });
-    return copyAllocation(allocation);
+    this.emit({ type: 'allocation', allocation: allocation, released: false });
+    return allocation;
   }
 
   async release(compositionId: string): Promise<Allocation> {
@@ -197,19 +197,19 @@ export class MemoryStore implements Store {
       }
     }
     this.allocations.delete(compositionId);
-    this.emit({ type: 'allocation', allocation: copyAllocation(allocation), released: true });
-    return copyAllocation(allocation);
+    this.emit({ type: 'allocation', allocation: allocation, released: true });
+    return allocation;
   }
 
   async getAllocation(compositionId: string): Promise<Allocation | undefined> {
     const allocation = this.allocations.get(compositionId);
-    return allocation && copyAllocation(allocation);
+    return allocation && allocation;
   }
 
   async listAllocations(filter: { fleet?: string } = {}): Promise<Allocation[]> {
     const out: Allocation[] = [];
     for (const a of this.allocations.values())
-      if (!filter.fleet || a.fleet === filter.fleet) out.push(copyAllocation(a));
+      if (!filter.fleet || a.fleet === filter.fleet) out.push(a);
     return out;
   }
 
@@ -239,39 +239,40 @@ export class MemoryStore implements Store {
     this.watchers.clear();
   }
 
-  /** The same choice as core's selectServer, from the indexes: nodes in preference order, oldest first. */
+  /**
+   * The same choice as core's selectServer, from the indexes: the preferred node that has a matching Ready
+   * server, then its oldest. One pass over the nodes; a node that loses to the best so far is not searched.
+   */
   private choose(
     fleets: string[],
     matchLabels: Record<string, string>,
     scheduling: Scheduling,
   ): ServerRecord | undefined {
-    const nodes = new Map<string, number>();
-    for (const f of fleets) for (const node of this.readyByFleet.get(f)?.keys() ?? []) nodes.set(node, 0);
-    for (const f of fleets)
-      for (const [node, n] of this.allocatedByFleetNode.get(f) ?? [])
-        if (nodes.has(node)) nodes.set(node, nodes.get(node)! + n);
-    const order = [...nodes]
-      .map(([node, allocated]) => ({ node, allocated }))
-      .sort((a, b) => compareNodes(a, b, scheduling));
-    for (const { node } of order) {
-      let best: ServerRecord | undefined;
+    const nodes = new Set<string>();
+    for (const f of fleets) for (const node of this.readyByFleet.get(f)?.keys() ?? []) nodes.add(node);
+    let best: { node: string; allocated: number; server: ServerRecord } | undefined;
+    for (const node of nodes) {
+      let allocated = 0;
+      for (const f of fleets) allocated += this.allocatedByFleetNode.get(f)?.get(node) ?? 0;
+      if (best && compareNodes({ node, allocated }, best, scheduling) > 0) continue;
+      let server: ServerRecord | undefined;
       for (const f of fleets) {
         const found = this.readyByFleet
           .get(f)
           ?.get(node)
           ?.find((s) => matchesLabels(s, matchLabels));
-        if (found && (!best || compareAge(found, best) < 0)) best = found;
+        if (found && (!server || compareAge(found, server) < 0)) server = found;
       }
-      if (best) return best;
+      if (server) best = { node, allocated, server };
     }
-    return undefined;
+    return best?.server;
   }
 
   /** Stores a server record and keeps the indexes in step. */
   private put(server: ServerRecord): void {
     const prev = this.servers.get(server.name);
     if (prev) this.unindex(prev);
-    this.servers.set(server.name, server);
+    this.servers.set(server.name, freezeServer(server));
     if (server.state === 'Ready') {
       let nodes = this.readyByFleet.get(server.fleet);
       if (!nodes) this.readyByFleet.set(server.fleet, (nodes = new Map()));
@@ -322,17 +323,32 @@ export class MemoryStore implements Store {
     const allocation = this.allocations.get(compositionId);
     if (!allocation || allocation.serverName !== serverName) return;
     this.allocations.delete(compositionId);
-    this.emit({ type: 'allocation', allocation: copyAllocation(allocation), released: true });
+    this.emit({ type: 'allocation', allocation: allocation, released: true });
   }
 
   private emitServer(server: ServerRecord): ServerRecord {
-    if (this.watchers.size > 0) this.emit({ type: 'server', server: copyServer(server), removed: false });
-    return copyServer(server);
+    if (this.watchers.size > 0) this.emit({ type: 'server', server, removed: false });
+    return server;
   }
 
   private emit(event: StoreEvent): void {
     for (const w of this.watchers) w.push(event);
   }
+}
+
+// Stored records are frozen and handed out as they are: a listing of 10,000 servers copies nothing.
+// Every write builds a new record (or allocation) and freezes it here.
+function freezeServer(s: ServerRecord): ServerRecord {
+  Object.freeze(s.ports);
+  Object.freeze(s.labels);
+  Object.freeze(s.annotations);
+  return Object.freeze(s);
+}
+
+function freezeAllocation(a: Allocation): Allocation {
+  Object.freeze(a.ports);
+  Object.freeze(a.metadata);
+  return Object.freeze(a);
 }
 
 // Records are flat but for these maps; copying them by hand is far cheaper than structuredClone.
@@ -342,7 +358,6 @@ const copyServer = (s: ServerRecord): ServerRecord => ({
   labels: { ...s.labels },
   annotations: { ...s.annotations },
 });
-const copyAllocation = (a: Allocation): Allocation => ({ ...a, ports: { ...a.ports }, metadata: { ...a.metadata } });
 
 /** Where `server` goes in a list sorted by compareAge (binary search). */
 function sortedIndex(list: ServerRecord[], server: ServerRecord): number {
