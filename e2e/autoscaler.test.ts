@@ -1,19 +1,7 @@
 import { afterEach, describe, expect, it, jest } from '@jest/globals';
-import { cli, fleetYaml, start, tempFile, type Running } from './helpers.js';
+import { autoscalerYaml, cli, fleetYaml, start, tempFile, type Running } from './helpers.js';
 
 jest.setTimeout(90_000);
-
-const autoscalerYaml = (name: string, fleet: string, policy: string) => `---
-apiVersion: smelterfleet.dev/v1alpha1
-kind: SmelterFleetAutoscaler
-metadata:
-  name: ${name}
-spec:
-  fleetName: ${fleet}
-  behavior:
-    scaleDownStabilization: 0s
-  policy:
-${policy}`;
 
 describe('smelter-fleet up with a SmelterFleetAutoscaler in the fleet file', () => {
   const running: Running[] = [];

@@ -98,4 +98,19 @@ spec:
 ${extra}`;
 }
 
+/** A SmelterFleetAutoscaler document (with its leading `---`); `policy` is indented under spec.policy. */
+export function autoscalerYaml(name: string, fleet: string, policy: string): string {
+  return `---
+apiVersion: smelterfleet.dev/v1alpha1
+kind: SmelterFleetAutoscaler
+metadata:
+  name: ${name}
+spec:
+  fleetName: ${fleet}
+  behavior:
+    scaleDownStabilization: 0s
+  policy:
+${policy}`;
+}
+
 export { alive } from '@smelter-fleet/testing';

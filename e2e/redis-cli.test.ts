@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { RedisStore } from '@smelter-fleet/redis-store';
 import { alive, fleetSpec, freePort, newServer, RedisServer, untilServers } from '@smelter-fleet/testing';
-import { cli, fleetYaml, start, tempFile, type Running } from './helpers.js';
+import { autoscalerYaml, cli, fleetYaml, start, tempFile, type Running } from './helpers.js';
 
 jest.setTimeout(60_000);
 
@@ -83,6 +83,30 @@ describe('smelter-fleet with --store redis://', () => {
       expect(JSON.parse(back.stdout)).toMatchObject({ server_name: 's1', composition_id: 'c1' });
     } finally {
       await own.stop();
+    }
+  });
+
+  it("runs the fleet file's autoscalers in the stand-alone controller, fed by allocations on a replica", async () => {
+    const url = `${redis.url}?prefix=e2e-scale`;
+    const replica = run(['allocator', '--store', url, '--allocator-port', '0']);
+    const address = (await replica.waitFor(/listening on (\S+)/)).match[1]!;
+    const fleetFile = tempFile(
+      'fleet.yaml',
+      fleetYaml('scaled', 1) +
+        autoscalerYaml('scaled-buffer', 'scaled', '    type: Buffer\n    buffer: { bufferSize: 1, maxReplicas: 3 }\n'),
+    );
+    const controller = run(['controller', '--store', url, '-f', fleetFile, '--link', address]);
+    await controller.waitFor(/^autoscaler scaled-buffer: Buffer policy on fleet scaled$/);
+    const store = await RedisStore.connect({ url });
+    try {
+      await untilServers(store, (s) => s.some((x) => x.state === 'Ready'));
+      const from = controller.lines.length;
+      const allocated = await cli(['allocate', '--allocator', address, '--fleet', 'scaled', '--composition', 'x1']);
+      expect(allocated.stderr).toBe('');
+      await controller.waitFor(/^autoscaler scaled-buffer: fleet scaled 1 -> 2 \(buffer 1 over 1 busy\)$/, from);
+      await untilServers(store, (s) => s.filter((x) => x.state === 'Ready').length === 1 && s.length === 2);
+    } finally {
+      await store.close();
     }
   });
 

@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { FleetAutoscaler } from '@smelter-fleet/autoscaler';
 import { FleetController } from '@smelter-fleet/controller';
 import { jsonLogger, linkToken } from '@smelter-fleet/core';
 import { ProcessRuntime } from '@smelter-fleet/process-runtime';
@@ -6,7 +7,7 @@ import { emulatorMainPath } from '@smelter-fleet/smelter-emulator';
 import { parsing } from './args.js';
 import { logLevel, sharedStoreValue, type ScaleOutContext } from './allocator-command.js';
 import { openStore } from './store-option.js';
-import { loadFleets } from './up.js';
+import { loadFleetFile } from './up.js';
 
 export interface ControllerContext extends ScaleOutContext {
   /** $SMELTER_PATH: the Smelter binary; unset means the emulator. */
@@ -37,7 +38,9 @@ export async function controllerCommand(argv: string[], ctx: ControllerContext):
   const level = logLevel('controller', values['log-level']);
   const logger = jsonLogger({ level });
   const storeValue = sharedStoreValue('controller', values.store ?? ctx.defaultStore);
-  const fleets = values.file ? await loadFleets(values.file) : [];
+  const { fleets, autoscalers } = values.file
+    ? await loadFleetFile(values.file, 'controller')
+    : { fleets: [], autoscalers: [] };
   const opened = await openStore('controller', storeValue, { logger, linkSecret: ctx.linkSecret });
   const { store } = opened;
   for (const f of fleets) await store.putFleet(f);
@@ -54,16 +57,27 @@ export async function controllerCommand(argv: string[], ctx: ControllerContext):
   const killAll = () => runtime.killAll();
   process.once('exit', killAll);
   const controller = new FleetController({ store, runtime, logger });
+  // The file's autoscalers decide here, from the shared store's change feed (allocations on every replica).
+  const autoscaler = new FleetAutoscaler({
+    store,
+    autoscalers,
+    logger,
+    onScale: (a) =>
+      ctx.out(`autoscaler ${a.name}: fleet ${a.fleetName} ${a.previousReplicas} -> ${a.desiredReplicas} (${a.reason})`),
+  });
   const stop = new AbortController();
   const names = (await store.listFleets()).map((f) => f.name);
   ctx.out(
     `smelter-fleet controller: store ${opened.description}, fleets ${names.join(', ') || '(none yet)'}, sidecars link to ${link}`,
   );
+  for (const a of autoscalers) ctx.out(`autoscaler ${a.name}: ${a.policy.type} policy on fleet ${a.fleetName}`);
   const running = controller.run(stop.signal);
+  const scaling = autoscaler.run(stop.signal);
   const why = await Promise.race([ctx.stopRequested, running.then(() => 'controller stopped')]);
   ctx.out(`stopping (${why}): stopping every server...`);
   stop.abort();
   await running;
+  await scaling;
   await store.close();
   process.off('exit', killAll);
   ctx.out('stopped: every server process has exited');

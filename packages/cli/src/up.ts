@@ -174,22 +174,18 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
   ctx.out('stopped: every server process has exited');
 }
 
-export async function loadFleets(file: string): Promise<FleetSpec[]> {
-  return (await loadFleetFile(file)).fleets;
-}
-
 /** Fleets and autoscalers (SmelterFleetAutoscaler documents) of a fleet file. */
-export async function loadFleetFile(file: string): Promise<FleetFileDocuments> {
+export async function loadFleetFile(file: string, command = 'up'): Promise<FleetFileDocuments> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    throw new CommandError(`up: cannot read fleet file ${file}: ${(err as Error).message}`);
+    throw new CommandError(`${command}: cannot read fleet file ${file}: ${(err as Error).message}`);
   }
   try {
     return parseFleetFileDocuments(text, file);
   } catch (err) {
-    if (err instanceof FleetSpecError) throw new CommandError(`up: invalid fleet file: ${err.message}`);
+    if (err instanceof FleetSpecError) throw new CommandError(`${command}: invalid fleet file: ${err.message}`);
     throw err;
   }
 }
