@@ -1,5 +1,6 @@
 import type { FleetSpec } from './fleet-spec.js';
-import type { ServerEvent } from './states.js';
+import { FleetError } from './errors.js';
+import { transition, type ServerEvent } from './states.js';
 import type { Allocation, AllocationRequest, Ports, ServerRecord } from './types.js';
 
 export type NewServer = Omit<ServerRecord, 'state' | 'createdAt' | 'stateChangedAt' | 'version' | 'annotations'> & {
@@ -69,4 +70,33 @@ export interface Store {
   /** Change feed from now on; ends when the signal aborts. */
   watch(signal: AbortSignal): AsyncIterable<StoreEvent>;
   close(): Promise<void>;
+}
+
+/**
+ * The record `update` makes of `server` at `now`: the event through the transition table (FAILED_PRECONDITION
+ * when refused), the fields set, the version bumped. Pure; every Store writes what this returns. The caller checks
+ * `expectedVersion` and that `server` is current.
+ */
+export function applyServerUpdate(server: ServerRecord, update: ServerUpdate, now: number): ServerRecord {
+  if (update.event === 'Allocate')
+    throw new FleetError('FAILED_PRECONDITION', 'servers are allocated through allocate(), not updateServer()');
+  const next: ServerRecord = { ...server };
+  if (update.event) {
+    const result = transition(server.state, update.event);
+    if (!result.ok) throw new FleetError('FAILED_PRECONDITION', `server "${server.name}": ${result.reason}`);
+    if (result.to !== server.state) {
+      next.state = result.to;
+      next.stateChangedAt = now;
+    }
+    if (update.event === 'Recycle') delete next.compositionId;
+  }
+  if (update.pid !== undefined) next.pid = update.pid;
+  if (update.address !== undefined) next.address = update.address;
+  if (update.node !== undefined) next.node = update.node;
+  if (update.ports !== undefined) next.ports = { ...update.ports };
+  if (update.labels !== undefined) next.labels = { ...update.labels };
+  if (update.annotations !== undefined) next.annotations = { ...update.annotations };
+  if (update.reason !== undefined) next.reason = update.reason;
+  next.version = server.version + 1;
+  return next;
 }

@@ -1,4 +1,5 @@
 import {
+  applyServerUpdate,
   Channel,
   FleetError,
   holdsComposition,
@@ -100,26 +101,7 @@ export class MemoryStore implements Store {
         'ABORTED',
         `server "${name}" changed (version ${server.version}, expected ${update.expectedVersion})`,
       );
-    if (update.event === 'Allocate')
-      throw new FleetError('FAILED_PRECONDITION', 'servers are allocated through allocate(), not updateServer()');
-    const next: ServerRecord = { ...server };
-    if (update.event) {
-      const result = transition(server.state, update.event);
-      if (!result.ok) throw new FleetError('FAILED_PRECONDITION', `server "${name}": ${result.reason}`);
-      if (result.to !== server.state) {
-        next.state = result.to;
-        next.stateChangedAt = this.clock.now();
-      }
-      if (update.event === 'Recycle') delete next.compositionId;
-    }
-    if (update.pid !== undefined) next.pid = update.pid;
-    if (update.address !== undefined) next.address = update.address;
-    if (update.node !== undefined) next.node = update.node;
-    if (update.ports !== undefined) next.ports = { ...update.ports };
-    if (update.labels !== undefined) next.labels = { ...update.labels };
-    if (update.annotations !== undefined) next.annotations = { ...update.annotations };
-    if (update.reason !== undefined) next.reason = update.reason;
-    next.version = server.version + 1;
+    const next = applyServerUpdate(server, update, this.clock.now());
     this.put(next);
     // A composition on a server that died or is being stopped is over: end its allocation.
     if (isTerminal(next.state) && next.compositionId) this.endAllocation(next.compositionId, name);

@@ -1,4 +1,5 @@
 import {
+  applyServerUpdate,
   Channel,
   FleetError,
   holdsComposition,
@@ -222,8 +223,6 @@ export class RedisStore implements Store {
   }
 
   async updateServer(name: string, update: ServerUpdate): Promise<ServerRecord> {
-    if (update.event === 'Allocate')
-      throw new FleetError('FAILED_PRECONDITION', 'servers are allocated through allocate(), not updateServer()');
     for (let attempt = 1; ; attempt++) {
       const server = await this.getServer(name);
       if (!server) throw new FleetError('NOT_FOUND', `server "${name}" not found`);
@@ -232,7 +231,7 @@ export class RedisStore implements Store {
           'ABORTED',
           `server "${name}" changed (version ${server.version}, expected ${update.expectedVersion})`,
         );
-      const next = applyUpdate(server, update, this.clock.now());
+      const next = applyServerUpdate(server, update, this.clock.now());
       const ends = isTerminal(next.state) && next.compositionId ? next.compositionId : '';
       const r = await this.commit(name, String(server.version), JSON.stringify(next), ends ? 'end' : '', ends);
       if (r[0] === 'OK') return next;
@@ -405,7 +404,7 @@ export class RedisStore implements Store {
           outcome = `already ${server.state}`;
           break;
         }
-        const next = applyUpdate(
+        const next = applyServerUpdate(
           server,
           { event: 'HealthFailed', reason: `sidecar silent for ${ttl ?? '?'} ms (lease expired)` },
           this.clock.now(),
@@ -602,29 +601,6 @@ function client(target: RedisTarget, options: RedisOptions): Client {
 function unavailable(err: unknown): FleetError {
   if (err instanceof FleetError) return err;
   return new FleetError('UNAVAILABLE', `Redis: ${(err as Error)?.message ?? String(err)}`, { cause: err });
-}
-
-/** The next record for an update, by core's transition table (as the memory store does). */
-function applyUpdate(server: ServerRecord, update: ServerUpdate, now: number): ServerRecord {
-  const next: ServerRecord = copyServer(server);
-  if (update.event) {
-    const result = transition(server.state, update.event);
-    if (!result.ok) throw new FleetError('FAILED_PRECONDITION', `server "${server.name}": ${result.reason}`);
-    if (result.to !== server.state) {
-      next.state = result.to;
-      next.stateChangedAt = now;
-    }
-    if (update.event === 'Recycle') delete next.compositionId;
-  }
-  if (update.pid !== undefined) next.pid = update.pid;
-  if (update.address !== undefined) next.address = update.address;
-  if (update.node !== undefined) next.node = update.node;
-  if (update.ports !== undefined) next.ports = { ...update.ports };
-  if (update.labels !== undefined) next.labels = { ...update.labels };
-  if (update.annotations !== undefined) next.annotations = { ...update.annotations };
-  if (update.reason !== undefined) next.reason = update.reason;
-  next.version = server.version + 1;
-  return next;
 }
 
 const copyServer = (s: ServerRecord): ServerRecord => ({
