@@ -1,21 +1,12 @@
-import { createServer } from 'node:net';
 import { afterEach, describe, expect, it, jest } from '@jest/globals';
 import { startAllocatorServer, type AllocatorServer } from '@smelter-fleet/allocator';
 import { linkToken, type FleetSpec, type ServerRecord } from '@smelter-fleet/core';
 import { MemoryStore } from '@smelter-fleet/memory-store';
 import { emulatorMainPath, startEmulator } from '@smelter-fleet/smelter-emulator';
-import { fleetSpec, untilServers } from '@smelter-fleet/testing';
+import { fleetSpec, freePort, untilServers } from '@smelter-fleet/testing';
 import { alive, cli, start, type Running } from './helpers.js';
 
 jest.setTimeout(60_000);
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const { port } = srv.address() as { port: number };
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
-}
 
 /** `smelter-fleet supervise -- <emulator>` as a real process, linked to an allocator in this test. */
 class Supervised {

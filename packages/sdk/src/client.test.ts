@@ -1,21 +1,12 @@
-import { createServer } from 'node:net';
 import { afterEach, describe, expect, it, jest } from '@jest/globals';
 import * as grpc from '@grpc/grpc-js';
 import { runSidecar, type RunningSidecar } from '@smelter-fleet/sidecar';
 import { startEmulator, type EmulatorHandle } from '@smelter-fleet/smelter-emulator';
-import { fleetSpec, recordingLogger } from '@smelter-fleet/testing';
+import { fleetSpec, freePort, recordingLogger } from '@smelter-fleet/testing';
 import { ClientError, Status } from 'nice-grpc';
 import { connectSdk, type Server, type SmelterFleetSdk } from './client.js';
 
 jest.setTimeout(30_000);
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const { port } = srv.address() as { port: number };
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
-}
 
 const code = async (p: Promise<unknown>) => {
   try {
