@@ -95,7 +95,8 @@ describe('smelter-fleet with --store redis://', () => {
       fleetYaml('scaled', 1) +
         autoscalerYaml('scaled-buffer', 'scaled', '    type: Buffer\n    buffer: { bufferSize: 1, maxReplicas: 3 }\n'),
     );
-    const controller = run(['controller', '--store', url, '-f', fleetFile, '--link', address]);
+    const controller = run(['controller', '--store', url, '-f', fleetFile, '--link', address, '--metrics-port', '0']);
+    const metricsUrl = (await controller.waitFor(/^metrics: (\S+) \(Prometheus\)$/)).match[1]!;
     await controller.waitFor(/^autoscaler scaled-buffer: Buffer policy on fleet scaled$/);
     const store = await RedisStore.connect({ url });
     try {
@@ -105,6 +106,8 @@ describe('smelter-fleet with --store redis://', () => {
       expect(allocated.stderr).toBe('');
       await controller.waitFor(/^autoscaler scaled-buffer: fleet scaled 1 -> 2 \(buffer 1 over 1 busy\)$/, from);
       await untilServers(store, (s) => s.filter((x) => x.state === 'Ready').length === 1 && s.length === 2);
+      const metrics = await (await fetch(metricsUrl)).text();
+      expect(metrics).toMatch(/^smelter_fleet_replicas_desired\{fleet="scaled"\} 2$/m);
     } finally {
       await store.close();
     }

@@ -21,7 +21,7 @@ Usage:
       --store redis://... keeps fleet state in Redis instead (shared with allocator/controller processes).
   smelter-fleet allocator --store redis://... [--allocator-port 50051] [--allocator-host 127.0.0.1] [--log-level warn]
       One stand-alone allocator replica over the shared Redis store; run several.
-  smelter-fleet controller --store redis://... [-f fleet.yaml] [--link host:port] [--log-level warn]
+  smelter-fleet controller --store redis://... [-f fleet.yaml] [--link host:port] [--metrics-port N] [--log-level warn]
       Keeps the fleets in the shared store at size, servers as local child processes linked to an allocator.
   smelter-fleet allocate --fleet <name> --composition <id> [--label k=v]... [--metadata k=v]... [--wait 10s] [--json]
   smelter-fleet release --composition <id> [--json]

@@ -1,11 +1,13 @@
 import { parseArgs } from 'node:util';
 import { FleetAutoscaler } from '@smelter-fleet/autoscaler';
-import { FleetController } from '@smelter-fleet/controller';
+import { ControllerMetrics, FleetController } from '@smelter-fleet/controller';
 import { jsonLogger, linkToken } from '@smelter-fleet/core';
 import { ProcessRuntime } from '@smelter-fleet/process-runtime';
 import { emulatorMainPath } from '@smelter-fleet/smelter-emulator';
-import { parsing } from './args.js';
+import { parsing, port } from './args.js';
 import { logLevel, sharedStoreValue, type ScaleOutContext } from './allocator-command.js';
+import { CommandError } from './client-commands.js';
+import { serveMetrics } from './metrics-server.js';
 import { openStore } from './store-option.js';
 import { loadFleetFile } from './up.js';
 
@@ -32,6 +34,7 @@ export async function controllerCommand(argv: string[], ctx: ControllerContext):
         file: { type: 'string', short: 'f' },
         link: { type: 'string' },
         'log-level': { type: 'string' },
+        'metrics-port': { type: 'string' },
       },
     }),
   );
@@ -56,7 +59,17 @@ export async function controllerCommand(argv: string[], ctx: ControllerContext):
   });
   const killAll = () => runtime.killAll();
   process.once('exit', killAll);
-  const controller = new FleetController({ store, runtime, logger });
+  const metrics = new ControllerMetrics();
+  const controller = new FleetController({ store, runtime, logger, metrics });
+  const metricsServer =
+    values['metrics-port'] === undefined
+      ? undefined
+      : await serveMetrics(metrics.registry, '127.0.0.1', port('metrics-port', values['metrics-port'], 0)).catch(
+          async (err: Error) => {
+            await store.close();
+            throw new CommandError(`controller: cannot serve metrics: ${err.message}`);
+          },
+        );
   // The file's autoscalers decide here, from the shared store's change feed (allocations on every replica).
   const autoscaler = new FleetAutoscaler({
     store,
@@ -70,6 +83,7 @@ export async function controllerCommand(argv: string[], ctx: ControllerContext):
   ctx.out(
     `smelter-fleet controller: store ${opened.description}, fleets ${names.join(', ') || '(none yet)'}, sidecars link to ${link}`,
   );
+  if (metricsServer) ctx.out(`metrics: ${metricsServer.url} (Prometheus)`);
   for (const a of autoscalers) ctx.out(`autoscaler ${a.name}: ${a.policy.type} policy on fleet ${a.fleetName}`);
   const running = controller.run(stop.signal);
   const scaling = autoscaler.run(stop.signal);
@@ -78,6 +92,7 @@ export async function controllerCommand(argv: string[], ctx: ControllerContext):
   stop.abort();
   await running;
   await scaling;
+  await metricsServer?.close();
   await store.close();
   process.off('exit', killAll);
   ctx.out('stopped: every server process has exited');
