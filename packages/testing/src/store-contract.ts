@@ -1,6 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import {
   FleetError,
+  matchesLabels,
+  selectServer,
+  type Clock,
   type FleetErrorCode,
   type FleetSpec,
   type NewServer,
@@ -86,8 +89,47 @@ const req = (
  * The one contract every Store implementation passes (Colyseus style): run it from each
  * implementation's test file with a factory for a fresh, empty store.
  */
-export function storeContract(name: string, makeStore: () => Promise<Store>): void {
+export function storeContract(name: string, makeStore: (options?: { clock?: Clock }) => Promise<Store>): void {
   describe(`Store contract: ${name}`, () => {
+    // Stores pick from their own indexes (or a Lua script); each must pick what core's pure selectServer picks.
+    it.each(['Packed', 'Distributed'] as const)('selects as selectServer on random fleets (%s)', async (scheduling) => {
+      let seed = 11;
+      const random = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+      for (let round = 0; round < 8; round++) {
+        let now = 0;
+        const own = await makeStore({ clock: { now: () => now, sleep: async () => {} } });
+        try {
+          await own.putFleet(fleetSpec('f', { scheduling }));
+          for (let i = 0; i < 30; i++) {
+            now = random(5); // equal ages happen, so the name tie-break is exercised
+            await own.addServer(
+              newServer(`s${i}`, 'f', { node: `n${random(4)}`, labels: { gpu: random(2) ? 'a' : 'b' } }),
+            );
+            await own.updateServer(`s${i}`, { event: 'Healthy' });
+          }
+          for (let i = 0; i < 40; i++) {
+            const servers = await own.listServers();
+            const matchLabels: Record<string, string> = random(3) === 0 ? { gpu: 'a' } : {};
+            const allocated = new Map<string, number>();
+            for (const s of servers)
+              if (s.state === 'Allocated') allocated.set(s.node, (allocated.get(s.node) ?? 0) + 1);
+            const ready = servers.filter((s) => s.state === 'Ready' && matchesLabels(s, matchLabels));
+            const want = selectServer(ready, allocated, scheduling);
+            const got = await own
+              .allocate({ fleet: 'f', compositionId: `c${round}-${i}`, matchLabels, metadata: {} })
+              .catch(() => undefined);
+            expect(got?.serverName).toBe(want?.name);
+            if (got && random(3) === 0) {
+              await own.release(got.compositionId);
+              await own.updateServer(got.serverName, { event: 'Recycle' });
+            }
+          }
+        } finally {
+          await own.close();
+        }
+      }
+    });
+
     let store: Store;
     beforeEach(async () => {
       store = await makeStore();
