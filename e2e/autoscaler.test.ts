@@ -1,17 +1,12 @@
 import { afterEach, describe, expect, it, jest } from '@jest/globals';
-import { autoscalerYaml, cli, fleetYaml, start, tempFile, type Running } from './helpers.js';
+import { autoscalerYaml, cli, fleetYaml, start, tempFile, type Running, stopAll } from './helpers.js';
 
 jest.setTimeout(90_000);
 
 describe('smelter-fleet up with a SmelterFleetAutoscaler in the fleet file', () => {
   const running: Running[] = [];
   afterEach(async () => {
-    for (const r of running.splice(0)) {
-      if (r.child.exitCode === null && r.child.signalCode === null) {
-        r.child.kill('SIGINT');
-        await r.exited;
-      }
-    }
+    await stopAll(running);
   });
 
   it('scales up when servers are allocated, back down when released, and from zero on waiting demand', async () => {

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, jest } from '@jest/globals';
-import { cli, fleetYaml, start, tempFile, type Running } from './helpers.js';
+import { cli, fleetYaml, start, tempFile, type Running, stopAll } from './helpers.js';
 
 jest.setTimeout(90_000);
 
@@ -18,12 +18,7 @@ async function run(args: string[]): Promise<string> {
 describe('smelter-fleet apply, drain, events and metrics against a running up', () => {
   const running: Running[] = [];
   afterEach(async () => {
-    for (const r of running.splice(0)) {
-      if (r.child.exitCode === null && r.child.signalCode === null) {
-        r.child.kill('SIGINT');
-        await r.exited;
-      }
-    }
+    await stopAll(running);
   });
 
   it('rolls out a new template without cutting a composition, drains a server, shows progress', async () => {

@@ -113,4 +113,14 @@ spec:
 ${policy}`;
 }
 
+/** Stops every process of `running` still alive, last started first, and waits for each; empties the list. */
+export async function stopAll(running: Running[], signal: NodeJS.Signals = 'SIGINT'): Promise<void> {
+  for (const r of running.splice(0).reverse()) {
+    if (r.child.exitCode === null && r.child.signalCode === null) {
+      r.child.kill(signal);
+      await r.exited;
+    }
+  }
+}
+
 export { alive } from '@smelter-fleet/testing';

@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { RedisStore } from '@smelter-fleet/redis-store';
 import { alive, fleetSpec, freePort, newServer, RedisServer, untilServers } from '@smelter-fleet/testing';
-import { autoscalerYaml, cli, fleetYaml, start, tempFile, type Running } from './helpers.js';
+import { autoscalerYaml, cli, fleetYaml, start, tempFile, type Running, stopAll } from './helpers.js';
 
 jest.setTimeout(60_000);
 
@@ -18,12 +18,7 @@ describe('smelter-fleet with --store redis://', () => {
   });
   afterEach(async () => {
     // The controller first: it stops its servers, whose sidecars link to the allocators.
-    for (const r of running.splice(0).reverse()) {
-      if (r.child.exitCode === null && r.child.signalCode === null) {
-        r.child.kill('SIGTERM');
-        await r.exited;
-      }
-    }
+    await stopAll(running, 'SIGTERM');
   });
   afterAll(async () => {
     await redis.stop();

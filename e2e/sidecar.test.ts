@@ -44,8 +44,8 @@ class Supervised {
   }
 
   until(pred: (s: ServerRecord) => boolean): Promise<ServerRecord> {
-    return untilServers(this.store, (all) => all.some((s) => s.name === 's1' && pred(s))).then(
-      (all) => all.find((s) => s.name === 's1')!,
+    return untilServers(this.store, (all) => all.some((s) => s.name === 's1' && pred(s))).then((all) =>
+      all.find((s) => s.name === 's1')!,
     );
   }
 
@@ -152,12 +152,24 @@ describe('smelter-fleet supervise (the entrypoint for custom images)', () => {
 describe('smelter-fleet sidecar', () => {
   it('runs stand-alone with --local: the SDK works and the fleet it stands in for is logged', async () => {
     const emulator = await startEmulator({ apiPort: 0, whipWhepPort: 0, rtmpPort: 0, log: () => {} });
-    const proc = start(['sidecar', '--local', '--smelter-url', emulator.url, '--sdk-grpc-port', '0', '--sdk-http-port', '0']);
+    const proc = start([
+      'sidecar',
+      '--local',
+      '--smelter-url',
+      emulator.url,
+      '--sdk-grpc-port',
+      '0',
+      '--sdk-http-port',
+      '0',
+    ]);
     try {
       const { match } = await proc.waitFor(/"msg":"SDK listening".*"httpPort":(\d+)/);
       const sdk = `http://127.0.0.1:${match[1]}`;
       await proc.waitFor(/"msg":"fleet would record".*"state":"Ready"/);
-      const res = await fetch(`${sdk}/local/allocate`, { method: 'POST', body: JSON.stringify({ composition_id: 'try-1' }) });
+      const res = await fetch(`${sdk}/local/allocate`, {
+        method: 'POST',
+        body: JSON.stringify({ composition_id: 'try-1' }),
+      });
       expect(res.status).toBe(200);
       await proc.waitFor(/"msg":"fleet would allocate".*"composition":"try-1"/);
       proc.child.kill('SIGINT');

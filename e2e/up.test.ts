@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, jest } from '@jest/globals';
-import { alive, cli, fleetYaml, start, tempFile, type Running } from './helpers.js';
+import { alive, cli, fleetYaml, start, tempFile, type Running, stopAll } from './helpers.js';
 
 jest.setTimeout(60_000);
 
@@ -30,12 +30,7 @@ describe('smelter-fleet up', () => {
     return r;
   };
   afterEach(async () => {
-    for (const r of running.splice(0)) {
-      if (r.child.exitCode === null && r.child.signalCode === null) {
-        r.child.kill('SIGINT');
-        await r.exited;
-      }
-    }
+    await stopAll(running);
   });
 
   it('runs the example fleet of emulators; allocate, status, release; Ctrl-C leaves no child; restarts at once', async () => {
