@@ -1,13 +1,13 @@
 import { CronError, parseCron, type Cron } from './cron.js';
-import { FLEET_API_VERSION, FLEET_KIND, FLEET_PARSERS, parseManifest, type FleetSpec } from './fleet-spec.js';
+import { FLEET_KIND, FLEET_PARSERS, parseManifest, type FleetSpec } from './fleet-spec.js';
 import {
   checkUniqueNames,
+  documentHeader,
   duration,
   FleetSpecError,
   int,
   Invalid,
   isObj,
-  NAME,
   object,
   oneOf,
   parseDocuments,
@@ -237,18 +237,7 @@ export function policyFromObject(v: unknown, path: Path, extraKeys: readonly str
 
 /** Validates one SmelterFleetAutoscaler document (already parsed to plain data) and fills defaults. */
 export function autoscalerSpecFromObject(doc: unknown): AutoscalerSpec {
-  const top = object(doc, [], ['apiVersion', 'kind', 'metadata', 'spec']);
-  if (top.apiVersion !== FLEET_API_VERSION)
-    throw new Invalid(['apiVersion'], `must be ${FLEET_API_VERSION} (got ${show(top.apiVersion)})`);
-  if (top.kind !== AUTOSCALER_KIND) throw new Invalid(['kind'], `must be ${AUTOSCALER_KIND} (got ${show(top.kind)})`);
-  const metadata = object(top.metadata, ['metadata'], ['name', 'labels']);
-  const name = str(metadata.name, ['metadata', 'name']);
-  if (!NAME.test(name))
-    throw new Invalid(
-      ['metadata', 'name'],
-      `"${name}" must be a lowercase DNS label (a-z, 0-9, '-', at most 63 characters)`,
-    );
-  const spec = object(top.spec, ['spec'], ['fleetName', 'policy', 'behavior', 'sync']);
+  const { name, spec } = documentHeader(doc, AUTOSCALER_KIND, ['fleetName', 'policy', 'behavior', 'sync']);
   const fleetName = str(spec.fleetName, ['spec', 'fleetName']);
   if (spec.policy === undefined) throw new Invalid(['spec', 'policy'], 'is required');
   const policy = policyFromObject(spec.policy, ['spec', 'policy']);

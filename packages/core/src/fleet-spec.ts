@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
 import {
   checkUniqueNames,
+  documentHeader,
   duration,
   FleetSpecError,
   int,
   Invalid,
-  NAME,
   object,
   oneOf,
   parseDocuments,
@@ -16,9 +16,8 @@ import {
 } from './spec-parse.js';
 import type { Scheduling } from './selection.js';
 
-export { FleetSpecError, parseDurationMs } from './spec-parse.js';
+export { FLEET_API_VERSION, FleetSpecError, parseDurationMs } from './spec-parse.js';
 
-export const FLEET_API_VERSION = 'smelterfleet.dev/v1alpha1';
 export const FLEET_KIND = 'SmelterFleet';
 
 export interface FleetSpec {
@@ -195,22 +194,15 @@ const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** Validates one fleet document (already parsed to plain data) and fills defaults. */
 export function fleetSpecFromObject(doc: unknown): FleetSpec {
-  const top = object(doc, [], ['apiVersion', 'kind', 'metadata', 'spec']);
-  if (top.apiVersion !== FLEET_API_VERSION)
-    throw new Invalid(['apiVersion'], `must be ${FLEET_API_VERSION} (got ${show(top.apiVersion)})`);
-  if (top.kind !== FLEET_KIND) throw new Invalid(['kind'], `must be ${FLEET_KIND} (got ${show(top.kind)})`);
-  const metadata = object(top.metadata, ['metadata'], ['name', 'labels']);
-  const name = str(metadata.name, ['metadata', 'name']);
-  if (!NAME.test(name))
-    throw new Invalid(
-      ['metadata', 'name'],
-      `"${name}" must be a lowercase DNS label (a-z, 0-9, '-', at most 63 characters)`,
-    );
-  const spec = object(
-    top.spec,
-    ['spec'],
-    ['replicas', 'region', 'scheduling', 'strategy', 'template', 'drain', 'health'],
-  );
+  const { name, spec } = documentHeader(doc, FLEET_KIND, [
+    'replicas',
+    'region',
+    'scheduling',
+    'strategy',
+    'template',
+    'drain',
+    'health',
+  ]);
   const template = object(spec.template, ['spec', 'template'], ['metadata', 'spec']);
   const tmeta = object(template.metadata, ['spec', 'template', 'metadata'], ['labels']);
   const tspec = object(template.spec, ['spec', 'template', 'spec'], ['command', 'env', 'resources']);

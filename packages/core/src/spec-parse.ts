@@ -142,3 +142,25 @@ export function checkUniqueNames(file: string, items: { name: string }[], what: 
     seen.add(item.name);
   }
 }
+
+/** The API version every document kind of a fleet file carries. */
+export const FLEET_API_VERSION = 'smelterfleet.dev/v1alpha1';
+
+/**
+ * Checks what every document of a fleet file shares (apiVersion, kind, metadata.name as a DNS label) and
+ * returns its name and its `spec`, restricted to `specKeys`.
+ */
+export function documentHeader(doc: unknown, kind: string, specKeys: readonly string[]): { name: string; spec: Obj } {
+  const top = object(doc, [], ['apiVersion', 'kind', 'metadata', 'spec']);
+  if (top.apiVersion !== FLEET_API_VERSION)
+    throw new Invalid(['apiVersion'], `must be ${FLEET_API_VERSION} (got ${show(top.apiVersion)})`);
+  if (top.kind !== kind) throw new Invalid(['kind'], `must be ${kind} (got ${show(top.kind)})`);
+  const metadata = object(top.metadata, ['metadata'], ['name', 'labels']);
+  const name = str(metadata.name, ['metadata', 'name']);
+  if (!NAME.test(name))
+    throw new Invalid(
+      ['metadata', 'name'],
+      `"${name}" must be a lowercase DNS label (a-z, 0-9, '-', at most 63 characters)`,
+    );
+  return { name, spec: object(top.spec, ['spec'], specKeys) };
+}

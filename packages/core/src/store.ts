@@ -100,3 +100,17 @@ export function applyServerUpdate(server: ServerRecord, update: ServerUpdate, no
   next.version = server.version + 1;
   return next;
 }
+
+/** The record a Store keeps for a new server: Starting, version 1, created `now`, its maps copied. */
+export function newServerRecord(server: NewServer, now: number): ServerRecord {
+  return {
+    ...server,
+    ports: { ...server.ports },
+    labels: { ...server.labels },
+    annotations: { ...server.annotations },
+    state: 'Starting',
+    createdAt: now,
+    stateChangedAt: now,
+    version: 1,
+  };
+}

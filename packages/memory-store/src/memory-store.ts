@@ -1,5 +1,6 @@
 import {
   applyServerUpdate,
+  newServerRecord,
   Channel,
   FleetError,
   holdsComposition,
@@ -70,14 +71,7 @@ export class MemoryStore implements Store {
 
   async addServer(server: NewServer): Promise<ServerRecord> {
     if (this.servers.has(server.name)) throw new FleetError('ALREADY_EXISTS', `server "${server.name}" already exists`);
-    const now = this.clock.now();
-    const record: ServerRecord = {
-      ...copyServer({ ...server, annotations: server.annotations ?? {} } as ServerRecord),
-      state: 'Starting',
-      createdAt: now,
-      stateChangedAt: now,
-      version: 1,
-    };
+    const record = newServerRecord(server, this.clock.now());
     this.put(record);
     return this.emitServer(record);
   }
@@ -190,8 +184,7 @@ export class MemoryStore implements Store {
 
   async listAllocations(filter: { fleet?: string } = {}): Promise<Allocation[]> {
     const out: Allocation[] = [];
-    for (const a of this.allocations.values())
-      if (!filter.fleet || a.fleet === filter.fleet) out.push(a);
+    for (const a of this.allocations.values()) if (!filter.fleet || a.fleet === filter.fleet) out.push(a);
     return out;
   }
 
@@ -332,14 +325,6 @@ function freezeAllocation(a: Allocation): Allocation {
   Object.freeze(a.metadata);
   return Object.freeze(a);
 }
-
-// Records are flat but for these maps; copying them by hand is far cheaper than structuredClone.
-const copyServer = (s: ServerRecord): ServerRecord => ({
-  ...s,
-  ports: { ...s.ports },
-  labels: { ...s.labels },
-  annotations: { ...s.annotations },
-});
 
 /** Where `server` goes in a list sorted by compareAge (binary search). */
 function sortedIndex(list: ServerRecord[], server: ServerRecord): number {

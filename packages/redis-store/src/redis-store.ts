@@ -1,5 +1,6 @@
 import {
   applyServerUpdate,
+  newServerRecord,
   Channel,
   FleetError,
   holdsComposition,
@@ -198,14 +199,7 @@ export class RedisStore implements Store {
   // ---- servers
 
   async addServer(server: NewServer): Promise<ServerRecord> {
-    const now = this.clock.now();
-    const record: ServerRecord = {
-      ...copyServer({ ...server, annotations: server.annotations ?? {} } as ServerRecord),
-      state: 'Starting',
-      createdAt: now,
-      stateChangedAt: now,
-      version: 1,
-    };
+    const record = newServerRecord(server, this.clock.now());
     const r = await this.commit(record.name, 'new', JSON.stringify(record));
     if (r[0] === 'ALREADY_EXISTS') throw new FleetError('ALREADY_EXISTS', `server "${server.name}" already exists`);
     return record;
@@ -602,13 +596,6 @@ function unavailable(err: unknown): FleetError {
   if (err instanceof FleetError) return err;
   return new FleetError('UNAVAILABLE', `Redis: ${(err as Error)?.message ?? String(err)}`, { cause: err });
 }
-
-const copyServer = (s: ServerRecord): ServerRecord => ({
-  ...s,
-  ports: { ...s.ports },
-  labels: { ...s.labels },
-  annotations: { ...s.annotations },
-});
 
 function fieldMap(fields: string[]): Record<string, string> {
   const out: Record<string, string> = {};
