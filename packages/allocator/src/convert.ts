@@ -1,4 +1,4 @@
-import type { Allocation, FleetEvent, FleetSpec, ServerRecord, ServerState } from '@smelter-fleet/core';
+import type { Allocation, FleetEvent, FleetSpec, Ports, ServerRecord, ServerState } from '@smelter-fleet/core';
 import {
   DEFAULT_STRATEGY,
   DRAIN_REQUESTED_ANNOTATION,
@@ -14,8 +14,19 @@ export function durationMs(d: { seconds: number; nanos: number } | undefined): n
   return d ? d.seconds * 1000 + Math.round(d.nanos / 1e6) : 0;
 }
 
-export function toAllocationMessage(a: Allocation): allocationV1.Allocation {
+export interface AllocationMessageOptions {
+  /** Base URL of the gateway (e.g. `http://127.0.0.1:8090`); `gateway_url` stays empty without one. */
+  gatewayUrl?: string;
+}
+
+/** `<base>/v1/compositions/<id>/smelter`: the composition's Smelter API through the gateway. */
+export function compositionGatewayUrl(base: string, compositionId: string): string {
+  return `${base.replace(/\/+$/, '')}/v1/compositions/${encodeURIComponent(compositionId)}/smelter`;
+}
+
+export function toAllocationMessage(a: Allocation, options: AllocationMessageOptions = {}): allocationV1.Allocation {
   return {
+    gatewayUrl: options.gatewayUrl ? compositionGatewayUrl(options.gatewayUrl, a.compositionId) : '',
     compositionId: a.compositionId,
     serverName: a.serverName,
     fleet: a.fleet,
@@ -25,6 +36,19 @@ export function toAllocationMessage(a: Allocation): allocationV1.Allocation {
     token: a.token,
     allocatedAt: new Date(a.allocatedAt),
     metadata: { ...a.metadata },
+    media: mediaEndpoints(a.address, a.ports),
+  };
+}
+
+/** Media URL templates on a server's direct address; a template is empty when its port is unknown (0). */
+export function mediaEndpoints(address: string, ports: Partial<Ports>): allocationV1.MediaEndpoints {
+  const host = address.includes(':') && !address.startsWith('[') ? `[${address}]` : address;
+  const at = (scheme: string, port: number | undefined, path: string) =>
+    address && port ? `${scheme}://${host}:${port}${path}` : '';
+  return {
+    whipUrlTemplate: at('http', ports.whip_whep, '/whip/{input_id}'),
+    whepUrlTemplate: at('http', ports.whip_whep, '/whep/{output_id}'),
+    rtmpUrlTemplate: at('rtmp', ports.rtmp, '/{input_id}/{stream_key}'),
   };
 }
 

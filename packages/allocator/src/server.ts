@@ -20,6 +20,8 @@ export interface AllocatorServerOptions {
   applyHandlers?: Readonly<Record<string, ApplyHandler>>;
   /** When set, also serves the sidecars' FleetLinkService, checking link tokens with this secret. */
   linkSecret?: string;
+  /** Base URL of the gateway, for each allocation's `gateway_url`. Default: none (empty `gateway_url`). */
+  gatewayUrl?: string;
   logger?: Logger;
 }
 
@@ -42,7 +44,10 @@ export async function startAllocatorServer(options: AllocatorServerOptions): Pro
     'grpc.keepalive_permit_without_calls': 1,
     'grpc.http2.min_ping_interval_without_data_ms': 1000,
   }).use(errorMiddleware(logger));
-  server.add(allocationV1.AllocationServiceDefinition, allocationService(options.store, logger));
+  server.add(
+    allocationV1.AllocationServiceDefinition,
+    allocationService(options.store, logger, options.gatewayUrl ? { gatewayUrl: options.gatewayUrl } : {}),
+  );
   server.add(
     fleetV1.FleetServiceDefinition,
     fleetService({

@@ -10,6 +10,7 @@ import {
   isTerminal,
   parseManifest,
   templateHash,
+  type Allocation,
   type EventRecorder,
   type FleetSpec,
   type KindParser,
@@ -22,7 +23,8 @@ import type { allocationV1, fleetV1 } from '@smelter-fleet/proto';
 import type { ServiceImplementation } from 'nice-grpc';
 import {
   durationMs,
-  toAllocationMessage,
+  toAllocationMessage as toMessage,
+  type AllocationMessageOptions,
   toEventMessage,
   toFleetMessage,
   toServerMessage,
@@ -33,7 +35,9 @@ import { allocateWithWait } from './wait.js';
 export function allocationService(
   store: Store,
   logger: Logger,
+  messageOptions: AllocationMessageOptions = {},
 ): ServiceImplementation<typeof allocationV1.AllocationServiceDefinition> {
+  const toAllocationMessage = (a: Allocation) => toMessage(a, messageOptions);
   return {
     async allocate(req, { signal }) {
       const request = {

@@ -57,6 +57,13 @@ export interface Allocation {
   allocatedAt: Date | undefined;
   metadata: { [key: string]: string };
   region: string;
+  /**
+   * The composition's base URL on the gateway: `<gateway_url>/status` is its Smelter's `/status`.
+   * Send `Authorization: Bearer <token>`. Empty when no gateway is configured.
+   */
+  gatewayUrl: string;
+  /** What a media client needs to connect straight to the instance (no gateway, no load balancer). */
+  media: MediaEndpoints | undefined;
 }
 
 export interface Allocation_PortsEntry {
@@ -67,6 +74,22 @@ export interface Allocation_PortsEntry {
 export interface Allocation_MetadataEntry {
   key: string;
   value: string;
+}
+
+/**
+ * Ready-made URL templates on the server's direct address; empty when the server lacks that port.
+ * Placeholders in braces are the caller's: {input_id}, {output_id}, {stream_key}.
+ */
+export interface MediaEndpoints {
+  /**
+   * WHIP ingest, e.g. "http://10.0.0.7:9000/whip/{input_id}". Register the whip_server input with a
+   * bearer_token first, so that only holders of that token can publish.
+   */
+  whipUrlTemplate: string;
+  /** WHEP playback of a whep_server output, e.g. "http://10.0.0.7:9000/whep/{output_id}". */
+  whepUrlTemplate: string;
+  /** RTMP ingest into an rtmp_server input, e.g. "rtmp://10.0.0.7:1935/{input_id}/{stream_key}". */
+  rtmpUrlTemplate: string;
 }
 
 export interface ReleaseRequest {
@@ -557,6 +580,8 @@ function createBaseAllocation(): Allocation {
     allocatedAt: undefined,
     metadata: {},
     region: "",
+    gatewayUrl: "",
+    media: undefined,
   };
 }
 
@@ -588,6 +613,12 @@ export const Allocation: MessageFns<Allocation> = {
     });
     if (message.region !== "") {
       writer.uint32(74).string(message.region);
+    }
+    if (message.gatewayUrl !== "") {
+      writer.uint32(82).string(message.gatewayUrl);
+    }
+    if (message.media !== undefined) {
+      MediaEndpoints.encode(message.media, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -683,6 +714,22 @@ export const Allocation: MessageFns<Allocation> = {
             message.region = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.gatewayUrl = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.media = MediaEndpoints.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -744,6 +791,12 @@ export const Allocation: MessageFns<Allocation> = {
         )
         : {},
       region: isSet(object.region) ? globalThis.String(object.region) : "",
+      gatewayUrl: isSet(object.gatewayUrl)
+        ? globalThis.String(object.gatewayUrl)
+        : isSet(object.gateway_url)
+        ? globalThis.String(object.gateway_url)
+        : "",
+      media: isSet(object.media) ? MediaEndpoints.fromJSON(object.media) : undefined,
     };
   },
 
@@ -788,6 +841,12 @@ export const Allocation: MessageFns<Allocation> = {
     if (message.region !== "") {
       obj.region = message.region;
     }
+    if (message.gatewayUrl !== "") {
+      obj.gatewayUrl = message.gatewayUrl;
+    }
+    if (message.media !== undefined) {
+      obj.media = MediaEndpoints.toJSON(message.media);
+    }
     return obj;
   },
 
@@ -821,6 +880,10 @@ export const Allocation: MessageFns<Allocation> = {
       {},
     );
     message.region = object.region ?? "";
+    message.gatewayUrl = object.gatewayUrl ?? "";
+    message.media = (object.media !== undefined && object.media !== null)
+      ? MediaEndpoints.fromPartial(object.media)
+      : undefined;
     return message;
   },
 };
@@ -991,6 +1054,119 @@ export const Allocation_MetadataEntry: MessageFns<Allocation_MetadataEntry> = {
     const message = createBaseAllocation_MetadataEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseMediaEndpoints(): MediaEndpoints {
+  return { whipUrlTemplate: "", whepUrlTemplate: "", rtmpUrlTemplate: "" };
+}
+
+export const MediaEndpoints: MessageFns<MediaEndpoints> = {
+  encode(message: MediaEndpoints, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.whipUrlTemplate !== "") {
+      writer.uint32(10).string(message.whipUrlTemplate);
+    }
+    if (message.whepUrlTemplate !== "") {
+      writer.uint32(18).string(message.whepUrlTemplate);
+    }
+    if (message.rtmpUrlTemplate !== "") {
+      writer.uint32(26).string(message.rtmpUrlTemplate);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MediaEndpoints {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMediaEndpoints();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.whipUrlTemplate = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.whepUrlTemplate = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.rtmpUrlTemplate = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MediaEndpoints {
+    return {
+      whipUrlTemplate: isSet(object.whipUrlTemplate)
+        ? globalThis.String(object.whipUrlTemplate)
+        : isSet(object.whip_url_template)
+        ? globalThis.String(object.whip_url_template)
+        : "",
+      whepUrlTemplate: isSet(object.whepUrlTemplate)
+        ? globalThis.String(object.whepUrlTemplate)
+        : isSet(object.whep_url_template)
+        ? globalThis.String(object.whep_url_template)
+        : "",
+      rtmpUrlTemplate: isSet(object.rtmpUrlTemplate)
+        ? globalThis.String(object.rtmpUrlTemplate)
+        : isSet(object.rtmp_url_template)
+        ? globalThis.String(object.rtmp_url_template)
+        : "",
+    };
+  },
+
+  toJSON(message: MediaEndpoints): unknown {
+    const obj: any = {};
+    if (message.whipUrlTemplate !== "") {
+      obj.whipUrlTemplate = message.whipUrlTemplate;
+    }
+    if (message.whepUrlTemplate !== "") {
+      obj.whepUrlTemplate = message.whepUrlTemplate;
+    }
+    if (message.rtmpUrlTemplate !== "") {
+      obj.rtmpUrlTemplate = message.rtmpUrlTemplate;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MediaEndpoints>): MediaEndpoints {
+    return MediaEndpoints.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MediaEndpoints>): MediaEndpoints {
+    const message = createBaseMediaEndpoints();
+    message.whipUrlTemplate = object.whipUrlTemplate ?? "";
+    message.whepUrlTemplate = object.whepUrlTemplate ?? "";
+    message.rtmpUrlTemplate = object.rtmpUrlTemplate ?? "";
     return message;
   },
 };
