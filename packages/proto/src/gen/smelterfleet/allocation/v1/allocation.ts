@@ -27,7 +27,11 @@ export interface AllocateRequest {
   /** Free-form metadata recorded with the allocation and passed to the server. */
   metadata: { [key: string]: string };
   /** How long to wait for a Ready server before RESOURCE_EXHAUSTED. Unset or zero: fail at once. */
-  wait: Duration | undefined;
+  wait:
+    | Duration
+    | undefined;
+  /** Where to allocate. Unset: this allocator's region first, then its peer regions nearest first. */
+  preference: RegionPreference | undefined;
 }
 
 export interface AllocateRequest_MatchLabelsEntry {
@@ -38,6 +42,20 @@ export interface AllocateRequest_MatchLabelsEntry {
 export interface AllocateRequest_MetadataEntry {
   key: string;
   value: string;
+}
+
+/**
+ * Regions to try, in order; the first with a Ready server serves (answer's `region` says which).
+ * A region whose allocator is not this one gets the request forwarded (one hop, with a deadline).
+ */
+export interface RegionPreference {
+  /** Ordered regions to try, and the only ones: nothing outside this list serves. At most 16, no repeats. */
+  regions: string[];
+  /**
+   * The caller's region: regions are tried nearest first by the operator's latency table
+   * (only those listed in `regions` when that is set; unknown latencies last).
+   */
+  clientRegion: string;
 }
 
 export interface AllocateResponse {
@@ -121,7 +139,7 @@ export interface ListAllocationsResponse {
 }
 
 function createBaseAllocateRequest(): AllocateRequest {
-  return { fleet: "", matchLabels: {}, compositionId: "", metadata: {}, wait: undefined };
+  return { fleet: "", matchLabels: {}, compositionId: "", metadata: {}, wait: undefined, preference: undefined };
 }
 
 export const AllocateRequest: MessageFns<AllocateRequest> = {
@@ -140,6 +158,9 @@ export const AllocateRequest: MessageFns<AllocateRequest> = {
     });
     if (message.wait !== undefined) {
       Duration.encode(message.wait, writer.uint32(42).fork()).join();
+    }
+    if (message.preference !== undefined) {
+      RegionPreference.encode(message.preference, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -201,6 +222,14 @@ export const AllocateRequest: MessageFns<AllocateRequest> = {
             }
 
             message.wait = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.preference = RegionPreference.decode(reader, reader.uint32());
             continue;
           }
         }
@@ -265,6 +294,7 @@ export const AllocateRequest: MessageFns<AllocateRequest> = {
         )
         : {},
       wait: isSet(object.wait) ? Duration.fromJSON(object.wait) : undefined,
+      preference: isSet(object.preference) ? RegionPreference.fromJSON(object.preference) : undefined,
     };
   },
 
@@ -297,6 +327,9 @@ export const AllocateRequest: MessageFns<AllocateRequest> = {
     if (message.wait !== undefined) {
       obj.wait = Duration.toJSON(message.wait);
     }
+    if (message.preference !== undefined) {
+      obj.preference = RegionPreference.toJSON(message.preference);
+    }
     return obj;
   },
 
@@ -326,6 +359,9 @@ export const AllocateRequest: MessageFns<AllocateRequest> = {
       {},
     );
     message.wait = (object.wait !== undefined && object.wait !== null) ? Duration.fromPartial(object.wait) : undefined;
+    message.preference = (object.preference !== undefined && object.preference !== null)
+      ? RegionPreference.fromPartial(object.preference)
+      : undefined;
     return message;
   },
 };
@@ -496,6 +532,95 @@ export const AllocateRequest_MetadataEntry: MessageFns<AllocateRequest_MetadataE
     const message = createBaseAllocateRequest_MetadataEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseRegionPreference(): RegionPreference {
+  return { regions: [], clientRegion: "" };
+}
+
+export const RegionPreference: MessageFns<RegionPreference> = {
+  encode(message: RegionPreference, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.regions) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.clientRegion !== "") {
+      writer.uint32(18).string(message.clientRegion);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RegionPreference {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRegionPreference();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.regions.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.clientRegion = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RegionPreference {
+    return {
+      regions: globalThis.Array.isArray(object?.regions) ? object.regions.map((e: any) => globalThis.String(e)) : [],
+      clientRegion: isSet(object.clientRegion)
+        ? globalThis.String(object.clientRegion)
+        : isSet(object.client_region)
+        ? globalThis.String(object.client_region)
+        : "",
+    };
+  },
+
+  toJSON(message: RegionPreference): unknown {
+    const obj: any = {};
+    if (message.regions?.length) {
+      obj.regions = message.regions;
+    }
+    if (message.clientRegion !== "") {
+      obj.clientRegion = message.clientRegion;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RegionPreference>): RegionPreference {
+    return RegionPreference.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RegionPreference>): RegionPreference {
+    const message = createBaseRegionPreference();
+    message.regions = object.regions?.map((e) => e) || [];
+    message.clientRegion = object.clientRegion ?? "";
     return message;
   },
 };
