@@ -230,3 +230,81 @@ describe('parseManifest', () => {
     expect(objs).toEqual([{ kind: 'Thing', name: 't1', value: { name: 't1' }, raw: { kind: 'Thing', name: 't1' } }]);
   });
 });
+
+describe('Kubernetes template fields', () => {
+  const withK8s = (block: string) => good.replace('      env:\n', `${block}      env:\n`);
+
+  it('leaves image and kubernetes out when not written, so the hash does not change', () => {
+    const [f] = parseFleetFile(good, 'fleet.yaml');
+    expect(f!.template.image).toBeUndefined();
+    expect(f!.template.kubernetes).toBeUndefined();
+  });
+
+  it('fills defaults: Sidecar, PodIP, no host ports', () => {
+    const [f] = parseFleetFile(
+      withK8s('      image: ghcr.io/software-mansion/smelter:v0.6.0\n      kubernetes: {}\n'),
+      'f',
+    );
+    expect(f!.template.image).toBe('ghcr.io/software-mansion/smelter:v0.6.0');
+    expect(f!.template.kubernetes).toEqual({
+      mode: 'Sidecar',
+      addressType: 'PodIP',
+      portPolicy: 'None',
+      hostNetwork: false,
+      nodeSelector: {},
+    });
+  });
+
+  it('host ports default the address to the node ExternalIP; hostNetwork implies Dynamic', () => {
+    const [a] = parseFleetFile(withK8s('      kubernetes: { portPolicy: Dynamic }\n'), 'f');
+    expect(a!.template.kubernetes).toMatchObject({ addressType: 'ExternalIP', portPolicy: 'Dynamic' });
+    const [b] = parseFleetFile(
+      withK8s('      kubernetes: { hostNetwork: true, addressType: InternalIP, mode: Supervisor }\n'),
+      'f',
+    );
+    expect(b!.template.kubernetes).toMatchObject({
+      addressType: 'InternalIP',
+      portPolicy: 'Dynamic',
+      hostNetwork: true,
+      mode: 'Supervisor',
+    });
+  });
+
+  it('names the field of a bad setting', () => {
+    const cases: [string, string, string][] = [
+      ['      kubernetes: { addressType: ExternalIP }\n', 'addressType', 'needs portPolicy Dynamic or hostNetwork'],
+      ['      kubernetes: { hostNetwork: true, portPolicy: None }\n', 'portPolicy', 'must be Dynamic with hostNetwork'],
+      ['      kubernetes: { hostNetwork: "yes" }\n', 'hostNetwork', 'must be true or false'],
+      ['      kubernetes: { mode: Sidecars }\n', 'mode', 'must be one of Sidecar, Supervisor'],
+      ['      kubernetes: { hostPort: 7000 }\n', 'hostPort', 'unknown field'],
+      ['      kubernetes: { nodeSelector: { gpu: 1 } }\n', 'nodeSelector.gpu', 'must be a string'],
+    ];
+    for (const [block, field, why] of cases) {
+      const e = error(withK8s(block));
+      expect(e.path).toBe(`spec.template.spec.kubernetes.${field}`);
+      expect(e.why).toContain(why);
+    }
+    const img = error(withK8s('      image: "smelter latest"\n'));
+    expect(img.path).toBe('spec.template.spec.image');
+  });
+
+  it('a new image or pod setting is a new template (a rollout)', () => {
+    const [f] = parseFleetFile(good, 'fleet.yaml');
+    const t = f!.template;
+    const k8s = {
+      mode: 'Sidecar',
+      addressType: 'PodIP',
+      portPolicy: 'None',
+      hostNetwork: false,
+      nodeSelector: {},
+    } as const;
+    const hashes = new Set([
+      templateHash(t),
+      templateHash({ ...t, image: 'smelter:v1' }),
+      templateHash({ ...t, image: 'smelter:v2' }),
+      templateHash({ ...t, kubernetes: k8s }),
+      templateHash({ ...t, kubernetes: { ...k8s, nodeSelector: { gpu: 't4' } } }),
+    ]);
+    expect(hashes.size).toBe(5);
+  });
+});

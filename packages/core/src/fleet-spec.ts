@@ -34,6 +34,10 @@ export interface FleetSpec {
     env: Record<string, string>;
     /** Kubernetes resources (quantities as strings), carried for pods; the local runtime ignores them. */
     resources?: TemplateResources;
+    /** Container image of the pod's Smelter container (Kubernetes only). Absent: the runtime's default image. */
+    image?: string;
+    /** How servers run as pods (Kubernetes only; the local runtime ignores it). Absent: all defaults. */
+    kubernetes?: KubernetesTemplate;
   };
   /** How servers of an older template are replaced. Absent: RollingUpdate, 25% / 25% (as the parser fills). */
   strategy?: FleetStrategy;
@@ -64,6 +68,29 @@ export interface FleetSpec {
 export interface TemplateResources {
   requests: Record<string, string>;
   limits: Record<string, string>;
+}
+
+/** How a fleet's servers run as Kubernetes pods (`spec.template.spec.kubernetes`). */
+export interface KubernetesTemplate {
+  /**
+   * Sidecar: the Smelter image as is, plus a `smelter-fleet sidecar` container. Supervisor: one container, a custom
+   * image whose entrypoint is `smelter-fleet supervise -- <smelter>`. Default Sidecar.
+   */
+  mode: 'Sidecar' | 'Supervisor';
+  /**
+   * Address an allocation returns: the node's ExternalIP (InternalIP when it has none), its InternalIP, or the pod IP.
+   * Default PodIP, or ExternalIP with host ports (portPolicy Dynamic or hostNetwork).
+   */
+  addressType: 'ExternalIP' | 'InternalIP' | 'PodIP';
+  /**
+   * None: media ports are container ports, reached on the pod IP. Dynamic: whip_whep and rtmp get host ports from the
+   * controller's range, distinct per pod on a node (Agones' Dynamic port policy). Default None (Dynamic with hostNetwork).
+   */
+  portPolicy: 'None' | 'Dynamic';
+  /** Run in the node's network namespace (every port from the host port range). Default false. */
+  hostNetwork: boolean;
+  /** Node labels the pods must match (e.g. GPU nodes). Default none. */
+  nodeSelector: Record<string, string>;
 }
 
 /** An absolute count, or a percentage such as "25%" of the fleet's warm pool. */
@@ -109,6 +136,9 @@ export function templateHash(template: FleetSpec['template']): string {
     command: template.command,
     env: template.env,
     resources: template.resources ?? { requests: {}, limits: {} },
+    // Only when set, so fleets without them keep the hash they had before these fields existed.
+    ...(template.image !== undefined && { image: template.image }),
+    ...(template.kubernetes !== undefined && { kubernetes: template.kubernetes }),
   });
   return createHash('sha256').update(JSON.stringify(t)).digest('hex').slice(0, 10);
 }
@@ -189,6 +219,46 @@ function strategyFrom(v: unknown): FleetStrategy {
   return { type, rollingUpdate: { maxSurge, maxUnavailable } };
 }
 
+const IMAGE = /^[^\s]+$/;
+
+function kubernetesFrom(v: unknown): KubernetesTemplate {
+  const path = ['spec', 'template', 'spec', 'kubernetes'];
+  const k = object(v, path, ['mode', 'addressType', 'portPolicy', 'hostNetwork', 'nodeSelector']);
+  if (k.hostNetwork !== undefined && typeof k.hostNetwork !== 'boolean')
+    throw new Invalid([...path, 'hostNetwork'], `must be true or false (got ${show(k.hostNetwork)})`);
+  const hostNetwork = k.hostNetwork === true;
+  const portPolicy = oneOf(
+    k.portPolicy,
+    [...path, 'portPolicy'],
+    ['None', 'Dynamic'] as const,
+    hostNetwork ? 'Dynamic' : 'None',
+  );
+  if (hostNetwork && portPolicy === 'None')
+    throw new Invalid(
+      [...path, 'portPolicy'],
+      'must be Dynamic with hostNetwork (pods on one node need distinct ports)',
+    );
+  const hostPorts = portPolicy === 'Dynamic';
+  const addressType = oneOf(
+    k.addressType,
+    [...path, 'addressType'],
+    ['ExternalIP', 'InternalIP', 'PodIP'] as const,
+    hostPorts ? 'ExternalIP' : 'PodIP',
+  );
+  if (addressType !== 'PodIP' && !hostPorts)
+    throw new Invalid(
+      [...path, 'addressType'],
+      `${addressType} needs portPolicy Dynamic or hostNetwork (container ports are reachable on the pod IP only)`,
+    );
+  return {
+    mode: oneOf(k.mode, [...path, 'mode'], ['Sidecar', 'Supervisor'] as const, 'Sidecar'),
+    addressType,
+    portPolicy,
+    hostNetwork,
+    nodeSelector: stringMap(k.nodeSelector, [...path, 'nodeSelector'], LABEL_KEY),
+  };
+}
+
 const LABEL_KEY = /^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -205,7 +275,13 @@ export function fleetSpecFromObject(doc: unknown): FleetSpec {
   ]);
   const template = object(spec.template, ['spec', 'template'], ['metadata', 'spec']);
   const tmeta = object(template.metadata, ['spec', 'template', 'metadata'], ['labels']);
-  const tspec = object(template.spec, ['spec', 'template', 'spec'], ['command', 'env', 'resources']);
+  const tspec = object(
+    template.spec,
+    ['spec', 'template', 'spec'],
+    ['image', 'command', 'env', 'resources', 'kubernetes'],
+  );
+  if (tspec.image !== undefined && (typeof tspec.image !== 'string' || !IMAGE.test(tspec.image)))
+    throw new Invalid(['spec', 'template', 'spec', 'image'], `must be an image reference (got ${show(tspec.image)})`);
   const resources = object(tspec.resources, ['spec', 'template', 'spec', 'resources'], ['requests', 'limits']);
   const command = tspec.command ?? [];
   if (!Array.isArray(command) || !command.every((c) => typeof c === 'string' && c !== ''))
@@ -233,6 +309,8 @@ export function fleetSpecFromObject(doc: unknown): FleetSpec {
         requests: quantities(resources.requests, ['spec', 'template', 'spec', 'resources', 'requests']),
         limits: quantities(resources.limits, ['spec', 'template', 'spec', 'resources', 'limits']),
       },
+      ...(tspec.image !== undefined && { image: tspec.image as string }),
+      ...(tspec.kubernetes !== undefined && { kubernetes: kubernetesFrom(tspec.kubernetes) }),
     },
     strategy: strategyFrom(spec.strategy),
     drain: {
