@@ -18,3 +18,4 @@ export * from './events.js';
 export * from './cron.js';
 export * from './autoscaler-spec.js';
 export * from './autoscale.js';
+export * from './latency-table.js';
