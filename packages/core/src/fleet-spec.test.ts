@@ -259,7 +259,9 @@ describe('Kubernetes template fields', () => {
     const [a] = parseFleetFile(withK8s('      kubernetes: { portPolicy: Dynamic }\n'), 'f');
     expect(a!.template.kubernetes).toMatchObject({ addressType: 'ExternalIP', portPolicy: 'Dynamic' });
     const [b] = parseFleetFile(
-      withK8s('      kubernetes: { hostNetwork: true, addressType: InternalIP, mode: Supervisor }\n'),
+      withK8s(
+        '      image: me/smelter\n      kubernetes: { hostNetwork: true, addressType: InternalIP, mode: Supervisor }\n',
+      ),
       'f',
     );
     expect(b!.template.kubernetes).toMatchObject({
@@ -286,6 +288,9 @@ describe('Kubernetes template fields', () => {
     }
     const img = error(withK8s('      image: "smelter latest"\n'));
     expect(img.path).toBe('spec.template.spec.image');
+    const custom = error(withK8s('      kubernetes: { mode: Supervisor }\n'));
+    expect(custom.path).toBe('spec.template.spec.image');
+    expect(custom.why).toContain('required with mode Supervisor');
   });
 
   it('a new image or pod setting is a new template (a rollout)', () => {

@@ -282,6 +282,12 @@ export function fleetSpecFromObject(doc: unknown): FleetSpec {
   );
   if (tspec.image !== undefined && (typeof tspec.image !== 'string' || !IMAGE.test(tspec.image)))
     throw new Invalid(['spec', 'template', 'spec', 'image'], `must be an image reference (got ${show(tspec.image)})`);
+  const kubernetes = tspec.kubernetes === undefined ? undefined : kubernetesFrom(tspec.kubernetes);
+  if (kubernetes?.mode === 'Supervisor' && tspec.image === undefined)
+    throw new Invalid(
+      ['spec', 'template', 'spec', 'image'],
+      'is required with mode Supervisor (a custom image whose entrypoint is smelter-fleet supervise)',
+    );
   const resources = object(tspec.resources, ['spec', 'template', 'spec', 'resources'], ['requests', 'limits']);
   const command = tspec.command ?? [];
   if (!Array.isArray(command) || !command.every((c) => typeof c === 'string' && c !== ''))
@@ -310,7 +316,7 @@ export function fleetSpecFromObject(doc: unknown): FleetSpec {
         limits: quantities(resources.limits, ['spec', 'template', 'spec', 'resources', 'limits']),
       },
       ...(tspec.image !== undefined && { image: tspec.image as string }),
-      ...(tspec.kubernetes !== undefined && { kubernetes: kubernetesFrom(tspec.kubernetes) }),
+      ...(kubernetes !== undefined && { kubernetes }),
     },
     strategy: strategyFrom(spec.strategy),
     drain: {
