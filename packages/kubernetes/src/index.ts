@@ -1,1 +1,5 @@
 export * from './informer.js';
+export * from './leader.js';
+export * from './events.js';
+export * from './status.js';
+export * from './fleet-sync.js';
