@@ -3,3 +3,4 @@ export * from './leader.js';
 export * from './events.js';
 export * from './status.js';
 export * from './fleet-sync.js';
+export * from './pod.js';
