@@ -20,7 +20,7 @@ import {
   type Store,
 } from '@smelter-fleet/core';
 import type { allocationV1, fleetV1 } from '@smelter-fleet/proto';
-import type { ServiceImplementation } from 'nice-grpc';
+import type { Metadata, ServiceImplementation } from 'nice-grpc';
 import {
   durationMs,
   toAllocationMessage as toMessage,
@@ -30,16 +30,23 @@ import {
   toServerMessage,
   type FleetRuntimeInfo,
 } from './convert.js';
-import { allocateWithWait } from './wait.js';
+import { checkRegionPreference, FORWARDED_HEADER, RegionRouter, type RoutedAllocation } from './regions.js';
 
 export function allocationService(
   store: Store,
   logger: Logger,
   messageOptions: AllocationMessageOptions = {},
+  regions: RegionRouter = new RegionRouter(store),
 ): ServiceImplementation<typeof allocationV1.AllocationServiceDefinition> {
   const toAllocationMessage = (a: Allocation) => toMessage(a, messageOptions);
+  // A peer region's answer is passed on as is (its gateway_url is that region's gateway).
+  const routed = (r: RoutedAllocation) => (r.from === 'local' ? toAllocationMessage(r.allocation) : r.message);
+  const routing = (signal: AbortSignal, metadata: Metadata) => ({
+    signal,
+    forwardedFrom: metadata.get(FORWARDED_HEADER),
+  });
   return {
-    async allocate(req, { signal }) {
+    async allocate(req, { signal, metadata }) {
       const request = {
         fleet: req.fleet,
         matchLabels: req.matchLabels,
@@ -50,27 +57,31 @@ export function allocationService(
       if (req.wait && (req.wait.seconds < 0 || req.wait.nanos < 0))
         throw new FleetError('INVALID_ARGUMENT', 'must not be negative', { field: 'wait' });
       checkAllocationRequest(request, waitMs);
-      const allocation = await allocateWithWait(store, request, waitMs, signal);
+      checkRegionPreference(req.preference);
+      const allocation = routed(await regions.allocate(request, waitMs, req.preference, routing(signal, metadata)));
       logger.info('allocated', {
         composition: allocation.compositionId,
         server: allocation.serverName,
         fleet: allocation.fleet,
+        region: allocation.region,
       });
-      return { allocation: toAllocationMessage(allocation) };
+      return { allocation };
     },
 
-    async release(req) {
+    async release(req, { signal, metadata }) {
       checkCompositionId('composition_id', req.compositionId);
-      const allocation = await store.release(req.compositionId);
-      logger.info('released', { composition: allocation.compositionId, server: allocation.serverName });
-      return { allocation: toAllocationMessage(allocation) };
+      const allocation = routed(await regions.release(req.compositionId, routing(signal, metadata)));
+      logger.info('released', {
+        composition: allocation.compositionId,
+        server: allocation.serverName,
+        region: allocation.region,
+      });
+      return { allocation };
     },
 
-    async getAllocation(req) {
+    async getAllocation(req, { signal, metadata }) {
       checkCompositionId('composition_id', req.compositionId);
-      const allocation = await store.getAllocation(req.compositionId);
-      if (!allocation) throw new FleetError('NOT_FOUND', `composition "${req.compositionId}" has no allocation`);
-      return { allocation: toAllocationMessage(allocation) };
+      return { allocation: routed(await regions.getAllocation(req.compositionId, routing(signal, metadata))) };
     },
 
     async listAllocations(req) {
