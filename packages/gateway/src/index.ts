@@ -1,1 +1,10 @@
-export {};
+export {
+  startGateway,
+  authorize,
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_MAX_BODY_BYTES,
+  DEFAULT_REQUEST_TIMEOUT_MS,
+  type Gateway,
+  type GatewayOptions,
+} from './gateway.js';
+export { parseProxyPath, bearerToken, tokenMatches, COMPOSITIONS_PREFIX, type ProxyPath } from './proxy-path.js';

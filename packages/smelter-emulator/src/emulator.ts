@@ -28,6 +28,10 @@ export interface EmulatorOptions {
   log?: (entry: Record<string, unknown>) => void;
   /** What a crash does. Default: destroy every socket and listener (main.ts exits with 101 instead). */
   onCrash?: () => void;
+  /** Test hook: told of every HTTP API request (upgrades too) as it arrives, before its body is read. */
+  onRequest?: (request: { method: string; url: string; headers: IncomingMessage['headers'] }) => void;
+  /** Test hook: told when a `/ws` client connects, sends a text/binary frame (as text), or goes away. */
+  onWs?: (event: { type: 'open' | 'message' | 'close'; data?: string }) => void;
 }
 
 export interface EmulatorHandle {
@@ -139,7 +143,15 @@ export async function startEmulator(options: EmulatorOptions = {}, signal?: Abor
   const sockets = new Set<Socket>();
   const wss = new WebSocketServer({ noServer: true });
   let wsAccepted = 0;
-  wss.on('connection', () => wsAccepted++);
+  wss.on('connection', (ws: WebSocket) => {
+    wsAccepted++;
+    if (!options.onWs) return;
+    const hook = options.onWs;
+    hook({ type: 'open' });
+    // Smelter ignores what clients send; the hook only lets tests see it arrive.
+    ws.on('message', (data: Buffer) => hook({ type: 'message', data: data.toString() }));
+    ws.once('close', () => hook({ type: 'close' }));
+  });
 
   const later = (ms: number, fn: () => void) => {
     const t = setTimeout(() => {
@@ -427,7 +439,10 @@ export async function startEmulator(options: EmulatorOptions = {}, signal?: Abor
     send(res, 404, undefined);
   }
 
+  const seen = (req: IncomingMessage) =>
+    options.onRequest?.({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers });
   const api = createServer((req, res) => {
+    seen(req);
     if (hung) return; // accepted, never answered
     handleApi(req, res).catch((err: unknown) => {
       const e = err instanceof ApiError ? err : new ApiError(500, 'INTERNAL', String(err));
@@ -439,6 +454,7 @@ export async function startEmulator(options: EmulatorOptions = {}, signal?: Abor
     s.once('close', () => sockets.delete(s));
   });
   api.on('upgrade', (req, socket, head) => {
+    seen(req);
     if (hung) return;
     if (new URL(req.url ?? '/', 'http://x').pathname !== '/ws') return socket.destroy();
     wss.handleUpgrade(req, socket, head, (ws: WebSocket) => wss.emit('connection', ws, req));
