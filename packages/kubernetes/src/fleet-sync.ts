@@ -27,11 +27,22 @@ import {
 } from './status.js';
 
 const FLEETS = 'smelterfleets';
+/** Held on a SmelterFleet until its servers have drained away after it is deleted. */
+export const FLEET_FINALIZER = 'smelterfleet.dev/drain';
 const AUTOSCALERS = 'smelterfleetautoscalers';
 
 /** A SmelterFleet or SmelterFleetAutoscaler as the API server returns it (plain JSON). */
 export interface CustomResource extends KubernetesObject {
-  metadata: { name: string; namespace?: string; uid?: string; generation?: number; resourceVersion?: string };
+  metadata: {
+    name: string;
+    namespace?: string;
+    uid?: string;
+    generation?: number;
+    resourceVersion?: string;
+    /** Typed Date by client-node; a string in the plain JSON informers hold. Only its presence matters here. */
+    deletionTimestamp?: Date;
+    finalizers?: string[];
+  };
   spec?: unknown;
   status?: Record<string, unknown>;
 }
@@ -59,6 +70,12 @@ export interface FleetSyncOptions {
   statusIntervalMs?: number;
   /** Remove stored fleets that have no SmelterFleet once the first list is in (the controller drains them). Default true. */
   pruneFleets?: boolean;
+  /**
+   * Put FLEET_FINALIZER on each SmelterFleet, so that deleting one drains its servers first: the resource (and the
+   * pods it owns, which the garbage collector would delete at once, Allocated ones too) stays until its last server
+   * is gone. Default true.
+   */
+  finalizer?: boolean;
   logger?: Logger;
   clock?: Clock;
 }
@@ -88,6 +105,9 @@ export class FleetSync {
   private readonly sink: AutoscalerSink | undefined;
   private readonly statusIntervalMs: number;
   private readonly pruneFleets: boolean;
+  private readonly finalizer: boolean;
+  /** Fleets whose resource is being deleted (finalizer held): removed from the store, draining. */
+  private readonly deleting = new Set<string>();
   private readonly logger: Logger;
   private readonly clock: Clock;
   private readonly base: string;
@@ -111,6 +131,7 @@ export class FleetSync {
     this.sink = options.autoscalers;
     this.statusIntervalMs = options.statusIntervalMs ?? 500;
     this.pruneFleets = options.pruneFleets ?? true;
+    this.finalizer = options.finalizer ?? true;
     this.logger = (options.logger ?? silentLogger).child({ component: 'fleet-sync' });
     this.clock = options.clock ?? systemClock;
     this.base = `/apis/${FLEET_API_VERSION}/namespaces/${encodeURIComponent(this.namespace)}`;
@@ -226,6 +247,13 @@ export class FleetSync {
 
   private async applyFleet(obj: CustomResource): Promise<void> {
     const name = obj.metadata.name;
+    if (obj.metadata.deletionTimestamp) return this.drainDeleted(obj);
+    if (this.finalizer && !obj.metadata.finalizers?.includes(FLEET_FINALIZER)) {
+      // A conflict (409) means a newer version is on its way through the informer: it comes back here.
+      await this.patchFinalizers(obj, [...(obj.metadata.finalizers ?? []), FLEET_FINALIZER]).catch((err: unknown) =>
+        this.logger.warn('cannot add the finalizer', { fleet: name, error: String(err) }),
+      );
+    }
     const prev = this.fleets.get(name);
     if (prev && prev.uid === obj.metadata.uid && prev.generation === obj.metadata.generation) return;
     const applied: Applied = { uid: obj.metadata.uid, generation: obj.metadata.generation };
@@ -258,9 +286,45 @@ export class FleetSync {
     this.fleetChanged(name);
   }
 
+  /** A SmelterFleet being deleted: out of the store (its servers drain), its finalizer released once none is left. */
+  private async drainDeleted(obj: CustomResource): Promise<void> {
+    const name = obj.metadata.name;
+    if (!this.deleting.has(name)) {
+      await this.deleteFleet(obj);
+      this.deleting.add(name);
+    }
+    this.fleetChanged(name);
+  }
+
+  private async patchFinalizers(obj: CustomResource, finalizers: string[]): Promise<void> {
+    await kubeRequest(this.kc, 'PATCH', `${this.base}/${FLEETS}/${encodeURIComponent(obj.metadata.name)}`, {
+      contentType: 'application/merge-patch+json',
+      // The resourceVersion makes the merge patch conditional: a concurrent change of the list is not overwritten.
+      body: { metadata: { finalizers, resourceVersion: obj.metadata.resourceVersion } },
+      signal: this.signal,
+    });
+  }
+
+  /** Releases the finalizer of a deleted fleet once its last server is gone. */
+  private async releaseIfDrained(name: string, signal: AbortSignal): Promise<void> {
+    const current = this.fleetInformer.get(name, this.namespace);
+    if (!current?.metadata.deletionTimestamp) return;
+    const left = await this.store.listServers({ fleet: name });
+    if (left.length > 0) return;
+    const finalizers = current.metadata.finalizers ?? [];
+    if (finalizers.includes(FLEET_FINALIZER) && !signal.aborted) {
+      await this.patchFinalizers(
+        current,
+        finalizers.filter((f) => f !== FLEET_FINALIZER),
+      );
+      this.logger.info('fleet drained; finalizer released', { fleet: name });
+    }
+  }
+
   private async deleteFleet(obj: CustomResource): Promise<void> {
     const name = obj.metadata.name;
     this.fleets.delete(name);
+    this.deleting.delete(name);
     this.dirtyFleets.delete(name);
     await this.retrying('removeFleet', async () => {
       try {
@@ -355,6 +419,7 @@ export class FleetSync {
   }
 
   private async writeFleetStatus(name: string, signal: AbortSignal): Promise<void> {
+    if (this.deleting.has(name)) return this.releaseIfDrained(name, signal);
     const current = this.fleetInformer.get(name, this.namespace);
     const applied = this.fleets.get(name);
     if (!current || !applied) return;
