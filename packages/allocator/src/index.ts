@@ -18,3 +18,13 @@ export { errorMiddleware } from './errors.js';
 export { fleetApplyHandler, DEFAULT_APPLY_HANDLERS, type ApplyHandler } from './services.js';
 export { allocationService, fleetService, type FleetServiceOptions } from './services.js';
 export { directCallContext } from './call-context.js';
+export {
+  checkRegionPreference,
+  DEFAULT_FORWARD_TIMEOUT_MS,
+  FORWARDED_HEADER,
+  orderRegions,
+  RegionRouter,
+  type RegionPreference,
+  type RegionRoutingOptions,
+  type RoutedAllocation,
+} from './regions.js';
