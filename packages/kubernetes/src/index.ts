@@ -4,3 +4,4 @@ export * from './events.js';
 export * from './status.js';
 export * from './fleet-sync.js';
 export * from './pod.js';
+export * from './crds.js';
