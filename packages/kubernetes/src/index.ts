@@ -5,3 +5,4 @@ export * from './status.js';
 export * from './fleet-sync.js';
 export * from './pod.js';
 export * from './crds.js';
+export * from './runtime.js';

@@ -23,6 +23,8 @@ export const STATE_LABEL = 'smelterfleet.dev/state';
 export const SAFE_TO_EVICT_ANNOTATION = 'cluster-autoscaler.kubernetes.io/safe-to-evict';
 /** The Smelter image a Sidecar-mode fleet runs when its template names none. */
 export const DEFAULT_SMELTER_IMAGE = 'ghcr.io/software-mansion/smelter:v0.6.0';
+/** Which address a pod's allocations return (its fleet's addressType when it was created). */
+export const ADDRESS_TYPE_ANNOTATION = 'smelterfleet.dev/address-type';
 /** Key of the per-pod link token in the pod's link Secret. */
 export const LINK_TOKEN_KEY = 'token';
 
@@ -63,6 +65,8 @@ export interface PodTemplateOptions {
   readinessPeriodMs?: number;
   /** Service account of the pods. Default: the namespace's default. */
   serviceAccountName?: string;
+  /** Extra annotations on every pod (e.g. scrape settings). Default none. */
+  podAnnotations?: Readonly<Record<string, string>>;
 }
 
 /** What one pod is built from. */
@@ -307,7 +311,11 @@ export function buildPod(input: PodInput, options: PodTemplateOptions): V1Pod {
       name,
       namespace: options.namespace,
       labels,
-      annotations: { [SAFE_TO_EVICT_ANNOTATION]: 'true' },
+      annotations: {
+        ...options.podAnnotations,
+        [SAFE_TO_EVICT_ANNOTATION]: 'true',
+        [ADDRESS_TYPE_ANNOTATION]: k.addressType,
+      },
       ...(input.owner && { ownerReferences: [input.owner] }),
     },
     spec: {
