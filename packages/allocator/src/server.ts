@@ -47,6 +47,8 @@ export interface AllocatorServer {
   /** host:port sidecars link to: `address`, or the separate link listener's. */
   linkAddress: string;
   health: HealthState;
+  /** Region routing of AllocationService: pass it to another allocationService (the REST mirror) to share it. */
+  regions: RegionRouter;
   /** Stops accepting calls and waits for running ones; `force` cancels them instead. */
   close(options?: { force?: boolean }): Promise<void>;
 }
@@ -113,6 +115,7 @@ export async function startAllocatorServer(options: AllocatorServerOptions): Pro
     port,
     linkAddress,
     health,
+    regions,
     async close({ force = false } = {}) {
       for (const name of ['', ...SERVICE_NAMES]) health.setStatus('unhealthy', name);
       link?.close();
