@@ -6,3 +6,4 @@ export * from './fleet-sync.js';
 export * from './pod.js';
 export * from './crds.js';
 export * from './runtime.js';
+export * from './labeler.js';
