@@ -3,6 +3,7 @@ import { startAllocatorServer } from '@smelter-fleet/allocator';
 import { jsonLogger, type LogLevel } from '@smelter-fleet/core';
 import { parsing, port, UsageError } from './args.js';
 import { CommandError } from './client-commands.js';
+import { publicUrl } from './gateway-command.js';
 import { openStore } from './store-option.js';
 
 export interface ScaleOutContext {
@@ -48,18 +49,22 @@ export async function allocatorCommand(argv: string[], ctx: ScaleOutContext): Pr
         store: { type: 'string' },
         'allocator-port': { type: 'string' },
         'allocator-host': { type: 'string' },
+        'gateway-url': { type: 'string' },
         'log-level': { type: 'string' },
       },
     }),
   );
   const logger = jsonLogger({ level: logLevel('allocator', values['log-level']) });
   const storeValue = sharedStoreValue('allocator', values.store ?? ctx.defaultStore);
+  const gatewayUrl =
+    values['gateway-url'] === undefined ? undefined : publicUrl('allocator', 'gateway-url', values['gateway-url']);
   const address = `${values['allocator-host'] ?? '127.0.0.1'}:${port('allocator-port', values['allocator-port'], 50051)}`;
   const opened = await openStore('allocator', storeValue, { logger, linkSecret: ctx.linkSecret });
   const allocator = await startAllocatorServer({
     store: opened.store,
     address,
     linkSecret: opened.linkSecret,
+    ...(gatewayUrl !== undefined && { gatewayUrl }),
     logger,
   }).catch(async (err: Error) => {
     await opened.store.close();

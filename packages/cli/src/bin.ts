@@ -12,6 +12,7 @@ import { SIMULATE_USAGE, simulateCommand } from './simulate.js';
 import { up } from './up.js';
 import { allocatorCommand } from './allocator-command.js';
 import { controllerCommand } from './controller-command.js';
+import { gatewayCommand } from './gateway-command.js';
 
 const USAGE = `smelter-fleet: run and use fleets of Smelter servers
 
@@ -21,6 +22,10 @@ Usage:
       --store redis://... keeps fleet state in Redis instead (shared with allocator/controller processes).
   smelter-fleet allocator --store redis://... [--allocator-port 50051] [--allocator-host 127.0.0.1] [--log-level warn]
       One stand-alone allocator replica over the shared Redis store; run several.
+      --gateway-url U: the gateway's public base URL, so allocations carry their gateway_url.
+  smelter-fleet gateway --store redis://... [--gateway-port 8090] [--gateway-host 127.0.0.1] [--public-url U]
+      One stand-alone gateway replica: /v1/compositions/{id}/smelter/... to that composition's Smelter API
+      (HTTP and /ws) for callers with its token. up runs one too (--gateway-port, --gateway-host).
   smelter-fleet controller --store redis://... [-f fleet.yaml] [--link host:port] [--metrics-port N] [--log-level warn]
       Keeps the fleets in the shared store at size, servers as local child processes linked to an allocator.
   smelter-fleet allocate --fleet <name> --composition <id> [--label k=v]... [--metadata k=v]... [--wait 10s] [--json]
@@ -96,6 +101,9 @@ async function main(argv: string[]): Promise<number> {
       });
       return 0;
     }
+    case 'gateway':
+      await gatewayCommand(rest, { ...scaleOut, stopRequested: stopSignal() });
+      return 0;
     case 'allocator':
       await allocatorCommand(rest, { ...scaleOut, stopRequested: stopSignal() });
       return 0;

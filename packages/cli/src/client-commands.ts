@@ -59,6 +59,7 @@ function allocationJson(a: allocationV1.Allocation) {
     address: a.address,
     ports: a.ports,
     token: a.token,
+    gateway_url: a.gatewayUrl,
     allocated_at: a.allocatedAt?.toISOString() ?? null,
     metadata: a.metadata,
   };
@@ -73,6 +74,7 @@ function describeAllocation(verb: string, a: allocationV1.Allocation): string {
     `  address    ${a.address}`,
     `  ports      ${ports}`,
     `  token      ${a.token}`,
+    ...(a.gatewayUrl ? [`  gateway    ${a.gatewayUrl}`] : []),
     `  allocated  ${a.allocatedAt?.toISOString() ?? ''}`,
     ...Object.entries(a.metadata).map(([k, v]) => `  metadata   ${k}=${v}`),
   ].join('\n');

@@ -21,10 +21,12 @@ import {
   type Store,
 } from '@smelter-fleet/core';
 import { ProcessRuntime } from '@smelter-fleet/process-runtime';
+import { startGateway } from '@smelter-fleet/gateway';
 import { emulatorMainPath } from '@smelter-fleet/smelter-emulator';
 import { parseArgs } from 'node:util';
 import { parsing, port, UsageError } from './args.js';
 import { CommandError } from './client-commands.js';
+import { DEFAULT_GATEWAY_PORT } from './gateway-command.js';
 import { serveMetrics } from './metrics-server.js';
 import { openStore } from './store-option.js';
 import { countsByState, renderStatus, type StatusView } from './table.js';
@@ -59,6 +61,8 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
         file: { type: 'string', short: 'f' },
         'allocator-port': { type: 'string' },
         'allocator-host': { type: 'string' },
+        'gateway-port': { type: 'string' },
+        'gateway-host': { type: 'string' },
         'log-level': { type: 'string' },
         'metrics-port': { type: 'string' },
         store: { type: 'string' },
@@ -68,6 +72,8 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
   const logLevel = (values['log-level'] ?? 'warn') as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) throw new UsageError(`up: --log-level must be one of ${LOG_LEVELS.join(', ')}`);
   const allocatorAddress = `${values['allocator-host'] ?? '127.0.0.1'}:${port('allocator-port', values['allocator-port'], 50051)}`;
+  const gatewayHost = values['gateway-host'] ?? '127.0.0.1';
+  const gatewayPort = port('gateway-port', values['gateway-port'], DEFAULT_GATEWAY_PORT);
   const file = values.file ?? ctx.defaultFleetFile;
   const { fleets, autoscalers } = await loadFleetFile(file);
 
@@ -90,6 +96,13 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
     linkSecret: ctx.linkSecret,
   });
   for (const f of fleets) await store.putFleet(f);
+  // The control-plane front door: compositions' Smelter APIs, each behind its allocation's token.
+  const gateway = await startGateway({ store, host: gatewayHost, port: gatewayPort, logger }).catch(
+    async (err: Error) => {
+      await store.close();
+      throw new CommandError(`up: gateway cannot listen on ${gatewayHost}:${gatewayPort}: ${err.message}`);
+    },
+  );
   // Autoscalers write replicas on the stored fleets; the allocator's misses (no Ready server) are their demand.
   const autoscaler = new FleetAutoscaler({
     store,
@@ -102,6 +115,7 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
     // Always the autoscaler's view of the store: `apply` may add an autoscaler later.
     store: autoscaler.allocatorStore(),
     address: allocatorAddress,
+    gatewayUrl: gateway.url,
     fleetInfo,
     applyHandlers: {
       ...DEFAULT_APPLY_HANDLERS,
@@ -114,6 +128,7 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
     logger,
     events,
   }).catch(async (err: Error) => {
+    await gateway.close();
     await store.close();
     throw new CommandError(`up: cannot listen on ${allocatorAddress}: ${err.message}`);
   });
@@ -143,6 +158,10 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
   const stop = new AbortController();
 
   ctx.out(`smelter-fleet up: allocator listening on ${allocator.address} (gRPC), store ${description}`);
+  ctx.out(
+    `gateway: ${gateway.url}/v1/compositions/{composition_id}/smelter/... ` +
+      "(each allocation's gateway_url; send Authorization: Bearer <its token>)",
+  );
   if (metricsServer) ctx.out(`metrics: ${metricsServer.url} (Prometheus)`);
   ctx.out(`fleet file ${file}: ${fleets.map((f) => `${f.name} (${f.replicas} servers)`).join(', ')}`);
   for (const a of autoscalers) ctx.out(`autoscaler ${a.name}: ${a.policy.type} policy on fleet ${a.fleetName}`);
@@ -168,6 +187,7 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
   await scaling;
   await printing;
   await allocator.close({ force: true });
+  await gateway.close();
   await metricsServer?.close();
   await store.close();
   process.off('exit', killAll);
