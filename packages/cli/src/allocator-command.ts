@@ -4,6 +4,7 @@ import { jsonLogger, type LogLevel } from '@smelter-fleet/core';
 import { parsing, port, UsageError } from './args.js';
 import { CommandError } from './client-commands.js';
 import { publicUrl } from './gateway-command.js';
+import { describeRegions, REGION_OPTIONS, regionRouting } from './region-options.js';
 import { openStore } from './store-option.js';
 
 export interface ScaleOutContext {
@@ -51,10 +52,12 @@ export async function allocatorCommand(argv: string[], ctx: ScaleOutContext): Pr
         'allocator-host': { type: 'string' },
         'gateway-url': { type: 'string' },
         'log-level': { type: 'string' },
+        ...REGION_OPTIONS,
       },
     }),
   );
   const logger = jsonLogger({ level: logLevel('allocator', values['log-level']) });
+  const regions = regionRouting('allocator', values);
   const storeValue = sharedStoreValue('allocator', values.store ?? ctx.defaultStore);
   const gatewayUrl =
     values['gateway-url'] === undefined ? undefined : publicUrl('allocator', 'gateway-url', values['gateway-url']);
@@ -63,6 +66,7 @@ export async function allocatorCommand(argv: string[], ctx: ScaleOutContext): Pr
   const allocator = await startAllocatorServer({
     store: opened.store,
     address,
+    regions,
     linkSecret: opened.linkSecret,
     ...(gatewayUrl !== undefined && { gatewayUrl }),
     logger,
@@ -71,6 +75,7 @@ export async function allocatorCommand(argv: string[], ctx: ScaleOutContext): Pr
     throw new CommandError(`allocator: cannot listen on ${address}: ${err.message}`);
   });
   ctx.out(`smelter-fleet allocator: listening on ${allocator.address} (gRPC), store ${opened.description}`);
+  ctx.out(describeRegions(regions));
   const why = await ctx.stopRequested;
   ctx.out(`stopping (${why})`);
   await allocator.close({ force: true });

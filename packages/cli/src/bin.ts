@@ -29,6 +29,7 @@ Usage:
   smelter-fleet controller --store redis://... [-f fleet.yaml] [--link host:port] [--metrics-port N] [--log-level warn]
       Keeps the fleets in the shared store at size, servers as local child processes linked to an allocator.
   smelter-fleet allocate --fleet <name> --composition <id> [--label k=v]... [--metadata k=v]... [--wait 10s] [--json]
+                         [--region-preference a,b] [--client-region x]
   smelter-fleet release --composition <id> [--json]
   smelter-fleet get --composition <id> [--json]
   smelter-fleet status [--fleet <name>] [--json]
@@ -49,6 +50,10 @@ Usage:
   smelter-fleet emulator
       Runs the Smelter emulator (a test stand-in for Smelter) with Smelter's environment variables.
 
+Regions (README "Regions"): up and allocator take --region NAME (default local), --peer REGION=host:port
+(repeatable; other regions' allocators, tried when this one cannot serve), --latency-table FILE (YAML/JSON region ->
+region -> ms), --forward-timeout 2s, and for peers --peer-token-file FILE, --peer-ca/--peer-cert/--peer-key.
+allocate --region-preference a,b tries only those regions, in order; --client-region x tries the nearest first.
 Client commands take --allocator <host:port> (default $SMELTER_FLEET_ALLOCATOR or 127.0.0.1:50051).
 --store defaults to $SMELTER_FLEET_STORE, else memory. Redis URLs: redis://[user:password@]host[:port][/db][?prefix=name],
 rediss:// (TLS), redis+sentinel://host:port,.../master, redis+cluster://host:port,... Processes sharing a Redis

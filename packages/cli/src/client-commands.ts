@@ -4,6 +4,7 @@ import type { allocationV1 } from '@smelter-fleet/proto';
 import { ClientError, Status } from 'nice-grpc';
 import { parseArgs } from 'node:util';
 import { keyValues, parsing, UsageError } from './args.js';
+import { PREFERENCE_OPTIONS, regionPreference } from './region-options.js';
 import { renderStatus, type StatusView } from './table.js';
 
 export interface ClientContext {
@@ -93,6 +94,7 @@ export async function allocate(argv: string[], ctx: ClientContext): Promise<void
         label: { type: 'string', multiple: true },
         metadata: { type: 'string', multiple: true },
         wait: { type: 'string' },
+        ...PREFERENCE_OPTIONS,
         json: { type: 'boolean' },
       },
     }),
@@ -109,6 +111,7 @@ export async function allocate(argv: string[], ctx: ClientContext): Promise<void
     matchLabels: keyValues('label', values.label),
     metadata: keyValues('metadata', values.metadata),
     wait: { seconds: Math.floor(waitMs / 1000), nanos: (waitMs % 1000) * 1e6 },
+    ...regionPreference(values),
   };
   const address = values.allocator ?? ctx.defaultAllocator;
   const res = await withAllocator('allocate', address, (c) =>

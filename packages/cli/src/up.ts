@@ -28,6 +28,7 @@ import { parsing, port, UsageError } from './args.js';
 import { CommandError } from './client-commands.js';
 import { DEFAULT_GATEWAY_PORT } from './gateway-command.js';
 import { serveMetrics } from './metrics-server.js';
+import { describeRegions, REGION_OPTIONS, regionRouting } from './region-options.js';
 import { openStore } from './store-option.js';
 import { countsByState, renderStatus, type StatusView } from './table.js';
 
@@ -66,6 +67,7 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
         'log-level': { type: 'string' },
         'metrics-port': { type: 'string' },
         store: { type: 'string' },
+        ...REGION_OPTIONS,
       },
     }),
   );
@@ -78,6 +80,7 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
   const { fleets, autoscalers } = await loadFleetFile(file);
 
   const logger = jsonLogger({ level: logLevel });
+  const regions = regionRouting('up', values);
   const metricsPort =
     values['metrics-port'] === undefined ? undefined : port('metrics-port', values['metrics-port'], 0);
   const events = new MemoryEventRecorder();
@@ -115,6 +118,7 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
     // Always the autoscaler's view of the store: `apply` may add an autoscaler later.
     store: autoscaler.allocatorStore(),
     address: allocatorAddress,
+    regions,
     gatewayUrl: gateway.url,
     fleetInfo,
     applyHandlers: {
@@ -158,6 +162,7 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
   const stop = new AbortController();
 
   ctx.out(`smelter-fleet up: allocator listening on ${allocator.address} (gRPC), store ${description}`);
+  ctx.out(describeRegions(regions, fleets));
   ctx.out(
     `gateway: ${gateway.url}/v1/compositions/{composition_id}/smelter/... ` +
       "(each allocation's gateway_url; send Authorization: Bearer <its token>)",

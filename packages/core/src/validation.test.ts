@@ -19,6 +19,9 @@ describe('checkAllocationRequest', () => {
   it('accepts a good request', () => {
     expect(fieldOf(() => checkAllocationRequest(ok, 1000))).toBeUndefined();
     expect(fieldOf(() => checkAllocationRequest({ ...ok, fleet: '', matchLabels: { gpu: 't4' } }))).toBeUndefined();
+    // Lengths are in code points: an emoji is one character (two UTF-16 units).
+    const emoji = { ...ok, metadata: { ['😀'.repeat(128)]: '😀'.repeat(4096) } };
+    expect(fieldOf(() => checkAllocationRequest(emoji))).toBeUndefined();
   });
 
   it.each([

@@ -30,6 +30,14 @@ export function checkLabels(field: string, labels: Record<string, string>): void
   }
 }
 
+/** Whether `s` has more than `max` characters, counted as Unicode code points (as JSON Schema's maxLength does). */
+function longerThan(s: string, max: number): boolean {
+  if (s.length <= max) return false;
+  let n = 0;
+  for (const _ of s) if (++n > max) return true;
+  return false;
+}
+
 /** Throws INVALID_ARGUMENT naming the first bad field of an allocation request. */
 export function checkAllocationRequest(req: AllocationRequest, waitMs = 0): void {
   checkCompositionId('composition_id', req.compositionId);
@@ -41,9 +49,9 @@ export function checkAllocationRequest(req: AllocationRequest, waitMs = 0): void
   if (entries.length > MAX_METADATA_ENTRIES)
     throw invalidArgument('metadata', `at most ${MAX_METADATA_ENTRIES} entries`);
   for (const [key, value] of entries) {
-    if (key === '' || key.length > 128)
+    if (key === '' || longerThan(key, 128))
       throw invalidArgument('metadata', `key "${key.slice(0, 32)}" must be 1-128 characters`);
-    if (value.length > MAX_METADATA_VALUE)
+    if (longerThan(value, MAX_METADATA_VALUE))
       throw invalidArgument(`metadata.${key}`, `at most ${MAX_METADATA_VALUE} characters`);
   }
   if (!Number.isFinite(waitMs) || waitMs < 0) throw invalidArgument('wait', 'must not be negative');
