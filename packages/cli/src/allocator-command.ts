@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { startAllocatorServer } from '@smelter-fleet/allocator';
 import { jsonLogger, type LogLevel } from '@smelter-fleet/core';
 import { parsing, port, UsageError } from './args.js';
+import { describeAuth, SERVER_AUTH_OPTIONS, serverAuth } from './auth-options.js';
 import { CommandError } from './client-commands.js';
 import { publicUrl } from './gateway-command.js';
 import { describeRegions, REGION_OPTIONS, regionRouting } from './region-options.js';
@@ -53,31 +54,47 @@ export async function allocatorCommand(argv: string[], ctx: ScaleOutContext): Pr
         'gateway-url': { type: 'string' },
         'log-level': { type: 'string' },
         ...REGION_OPTIONS,
+        ...SERVER_AUTH_OPTIONS,
       },
     }),
   );
   const logger = jsonLogger({ level: logLevel('allocator', values['log-level']) });
   const regions = regionRouting('allocator', values);
+  const auth = await serverAuth('allocator', values, logger);
   const storeValue = sharedStoreValue('allocator', values.store ?? ctx.defaultStore);
   const gatewayUrl =
     values['gateway-url'] === undefined ? undefined : publicUrl('allocator', 'gateway-url', values['gateway-url']);
-  const address = `${values['allocator-host'] ?? '127.0.0.1'}:${port('allocator-port', values['allocator-port'], 50051)}`;
-  const opened = await openStore('allocator', storeValue, { logger, linkSecret: ctx.linkSecret });
+  const host = values['allocator-host'] ?? '127.0.0.1';
+  const address = `${host}:${port('allocator-port', values['allocator-port'], 50051)}`;
+  // Under TLS the sidecars (no client certificate) link on a plaintext port of their own.
+  const linkAddress =
+    auth.tls || values['link-port'] !== undefined
+      ? `${host}:${port('link-port', values['link-port'], 50052)}`
+      : undefined;
+  const opened = await openStore('allocator', storeValue, { logger, linkSecret: ctx.linkSecret }).catch((err) => {
+    auth.close();
+    throw err;
+  });
   const allocator = await startAllocatorServer({
     store: opened.store,
     address,
     regions,
     linkSecret: opened.linkSecret,
     ...(gatewayUrl !== undefined && { gatewayUrl }),
+    auth,
+    ...(linkAddress !== undefined && { linkAddress }),
     logger,
   }).catch(async (err: Error) => {
+    auth.close();
     await opened.store.close();
     throw new CommandError(`allocator: cannot listen on ${address}: ${err.message}`);
   });
   ctx.out(`smelter-fleet allocator: listening on ${allocator.address} (gRPC), store ${opened.description}`);
   ctx.out(describeRegions(regions));
+  ctx.out(`callers: ${describeAuth(auth)}; sidecar link on ${allocator.linkAddress}`);
   const why = await ctx.stopRequested;
   ctx.out(`stopping (${why})`);
   await allocator.close({ force: true });
+  auth.close();
   await opened.store.close();
 }

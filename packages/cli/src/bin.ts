@@ -55,6 +55,12 @@ Regions (README "Regions"): up and allocator take --region NAME (default local),
 region -> ms), --forward-timeout 2s, and for peers --peer-token-file FILE, --peer-ca/--peer-cert/--peer-key.
 allocate --region-preference a,b tries only those regions, in order; --client-region x tries the nearest first.
 Client commands take --allocator <host:port> (default $SMELTER_FLEET_ALLOCATOR or 127.0.0.1:50051).
+Caller authentication (see README "Authentication"): up and allocator take --auth-tokens FILE (bearer tokens, one
+per line, re-read on change), --tls-cert/--tls-key (TLS) with --client-ca FILE (mTLS: client certificates of these
+CAs required), --link-port N (the sidecars' link, its own plaintext port under TLS), or --insecure (no check; a warning).
+up without any of them keeps a generated API token in .smelter-fleet/api-token (--state-dir, $SMELTER_FLEET_STATE_DIR);
+the stand-alone allocator refuses to start without them. Client commands send --token, --token-file,
+$SMELTER_FLEET_TOKEN, else that file's token (--state-dir); --ca FILE verifies a TLS allocator, --cert/--key for mTLS.
 --store defaults to $SMELTER_FLEET_STORE, else memory. Redis URLs: redis://[user:password@]host[:port][/db][?prefix=name],
 rediss:// (TLS), redis+sentinel://host:port,.../master, redis+cluster://host:port,... Processes sharing a Redis
 share the fleet link secret (kept in Redis, or $SMELTER_FLEET_LINK_SECRET).
@@ -67,7 +73,13 @@ const exampleFleet = fileURLToPath(new URL('../../../deploy/examples/local-fleet
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   const out = (text: string) => process.stdout.write(text + '\n');
-  const client = { defaultAllocator: process.env.SMELTER_FLEET_ALLOCATOR || '127.0.0.1:50051', out };
+  const defaultStateDir = process.env.SMELTER_FLEET_STATE_DIR || undefined;
+  const client = {
+    defaultAllocator: process.env.SMELTER_FLEET_ALLOCATOR || '127.0.0.1:50051',
+    out,
+    envToken: process.env.SMELTER_FLEET_TOKEN || undefined,
+    defaultStateDir,
+  };
   const scaleOut = {
     defaultStore: process.env.SMELTER_FLEET_STORE || 'memory',
     linkSecret: process.env.SMELTER_FLEET_LINK_SECRET || undefined,
@@ -103,6 +115,7 @@ async function main(argv: string[]): Promise<number> {
         stopRequested,
         defaultStore: scaleOut.defaultStore,
         linkSecret: scaleOut.linkSecret,
+        defaultStateDir,
       });
       return 0;
     }

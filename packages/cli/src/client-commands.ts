@@ -1,13 +1,14 @@
-import { connectAllocator, stateFromProto, type AllocatorClients } from '@smelter-fleet/allocator';
+import { connectAllocator, stateFromProto, type AllocatorClients, type ConnectOptions } from '@smelter-fleet/allocator';
 import { parseDurationMs } from '@smelter-fleet/core';
 import type { allocationV1 } from '@smelter-fleet/proto';
 import { ClientError, Status } from 'nice-grpc';
 import { parseArgs } from 'node:util';
 import { keyValues, parsing, UsageError } from './args.js';
+import { CLIENT_AUTH_OPTIONS, clientAuth, type ClientAuthContext, type ClientAuthValues } from './auth-options.js';
 import { PREFERENCE_OPTIONS, regionPreference } from './region-options.js';
 import { renderStatus, type StatusView } from './table.js';
 
-export interface ClientContext {
+export interface ClientContext extends ClientAuthContext {
   /** host:port of the allocator, from --allocator, SMELTER_FLEET_ALLOCATOR, or the default. */
   defaultAllocator: string;
   out: (text: string) => void;
@@ -16,14 +17,29 @@ export interface ClientContext {
 /** Deadline added on top of any wait the call asks for, ms. */
 const CALL_DEADLINE_MS = 10_000;
 
-const allocatorOption = { allocator: { type: 'string' } } as const;
+const allocatorOption = { allocator: { type: 'string' }, ...CLIENT_AUTH_OPTIONS } as const;
+
+/** Where a client command calls and how it authenticates (--allocator and the auth flags). */
+export interface AllocatorTarget {
+  address: string;
+  connect: ConnectOptions;
+}
+
+export function allocatorTarget(
+  command: string,
+  values: ClientAuthValues & { allocator?: string | undefined },
+  ctx: ClientContext,
+): AllocatorTarget {
+  return { address: values.allocator ?? ctx.defaultAllocator, connect: clientAuth(command, values, ctx) };
+}
 
 export async function withAllocator<T>(
   command: string,
-  address: string,
+  target: string | AllocatorTarget,
   fn: (c: AllocatorClients) => Promise<T>,
 ): Promise<T> {
-  const clients = connectAllocator(address);
+  const { address, connect } = typeof target === 'string' ? { address: target, connect: {} } : target;
+  const clients = connectAllocator(address, connect);
   try {
     return await fn(clients);
   } catch (err) {
@@ -33,6 +49,11 @@ export async function withAllocator<T>(
           // UNAVAILABLE also comes from a running allocator whose shared store (Redis) is down.
           `${command}: cannot reach the allocator at ${address} (is \`smelter-fleet up\` running?) ` +
             `or its store: ${Status[err.code]}: ${err.details}`,
+        );
+      if (err.code === Status.UNAUTHENTICATED || err.code === Status.PERMISSION_DENIED)
+        throw new CommandError(
+          `${command}: ${Status[err.code]}: ${err.details} (the allocator at ${address} wants a token: --token, ` +
+            "--token-file, $SMELTER_FLEET_TOKEN or `up`'s .smelter-fleet/api-token; or a client certificate: --cert/--key)",
         );
       throw new CommandError(`${command}: ${Status[err.code]}: ${err.details}`);
     }
@@ -113,7 +134,7 @@ export async function allocate(argv: string[], ctx: ClientContext): Promise<void
     wait: { seconds: Math.floor(waitMs / 1000), nanos: (waitMs % 1000) * 1e6 },
     ...regionPreference(values),
   };
-  const address = values.allocator ?? ctx.defaultAllocator;
+  const address = allocatorTarget('allocate', values, ctx);
   const res = await withAllocator('allocate', address, (c) =>
     c.allocation.allocate(request, { signal: deadline(waitMs) }),
   );
@@ -143,7 +164,7 @@ async function byComposition(
   );
   if (!values.composition) throw new UsageError(`${command}: --composition <id> is required`);
   const compositionId = values.composition;
-  const res = await withAllocator(command, values.allocator ?? ctx.defaultAllocator, (c) =>
+  const res = await withAllocator(command, allocatorTarget(command, values, ctx), (c) =>
     call(c, compositionId, deadline()),
   );
   const a = res.allocation!;
@@ -177,7 +198,7 @@ export async function status(argv: string[], ctx: ClientContext): Promise<void> 
       options: { ...allocatorOption, fleet: { type: 'string' }, json: { type: 'boolean' } },
     }),
   );
-  const address = values.allocator ?? ctx.defaultAllocator;
+  const address = allocatorTarget('status', values, ctx);
   const view = await withAllocator('status', address, async (c) => {
     const [fleets, servers] = await Promise.all([
       c.fleet.listFleets({}, { signal: deadline() }),

@@ -10,7 +10,8 @@ import {
 } from '@smelter-fleet/core';
 import type { fleetV1 } from '@smelter-fleet/proto';
 import { parsing, UsageError } from './args.js';
-import { CommandError, withAllocator, type ClientContext } from './client-commands.js';
+import { CLIENT_AUTH_OPTIONS } from './auth-options.js';
+import { allocatorTarget, CommandError, withAllocator, type ClientContext } from './client-commands.js';
 import { formatDuration, table } from './table.js';
 
 /** Kinds `apply` validates locally before sending (the allocator validates again). Add a kind here and in up's handlers. */
@@ -20,7 +21,7 @@ export const APPLY_PARSERS: Record<string, KindParser> = {
 };
 
 const CALL_DEADLINE_MS = 10_000;
-const allocatorOption = { allocator: { type: 'string' } } as const;
+const allocatorOption = { allocator: { type: 'string' }, ...CLIENT_AUTH_OPTIONS } as const;
 
 /** `smelter-fleet apply -f fleet.yaml`: creates or changes fleets of a running `up` (scale, template, policies). */
 export async function apply(argv: string[], ctx: ClientContext): Promise<void> {
@@ -51,7 +52,7 @@ export async function apply(argv: string[], ctx: ClientContext): Promise<void> {
     if (err instanceof FleetSpecError) throw new CommandError(`apply: invalid fleet file: ${err.message}`);
     throw err;
   }
-  const res = await withAllocator('apply', values.allocator ?? ctx.defaultAllocator, (c) =>
+  const res = await withAllocator('apply', allocatorTarget('apply', values, ctx), (c) =>
     c.fleet.applyFleet(
       { manifest: text, fileName: file, dryRun: values['dry-run'] === true },
       { signal: AbortSignal.timeout(CALL_DEADLINE_MS) },
@@ -80,7 +81,7 @@ export async function drain(argv: string[], ctx: ClientContext): Promise<void> {
   );
   if (positionals.length === 0 && !values.fleet) throw new UsageError('drain: name servers, or --fleet <name>');
   if (positionals.length > 0 && values.fleet) throw new UsageError('drain: name servers or --fleet, not both');
-  const res = await withAllocator('drain', values.allocator ?? ctx.defaultAllocator, (c) =>
+  const res = await withAllocator('drain', allocatorTarget('drain', values, ctx), (c) =>
     c.fleet.drainServers(
       { servers: positionals, fleet: values.fleet ?? '', reason: values.reason ?? '' },
       { signal: AbortSignal.timeout(CALL_DEADLINE_MS) },
@@ -119,7 +120,7 @@ export async function events(argv: string[], ctx: ClientContext, now = Date.now(
       options: { ...allocatorOption, fleet: { type: 'string' }, server: { type: 'string' }, json: { type: 'boolean' } },
     }),
   );
-  const res = await withAllocator('events', values.allocator ?? ctx.defaultAllocator, (c) =>
+  const res = await withAllocator('events', allocatorTarget('events', values, ctx), (c) =>
     c.fleet.listEvents(
       { fleet: values.fleet ?? '', object: values.server ? `server/${values.server}` : '' },
       { signal: AbortSignal.timeout(CALL_DEADLINE_MS) },

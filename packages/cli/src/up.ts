@@ -25,6 +25,14 @@ import { startGateway } from '@smelter-fleet/gateway';
 import { emulatorMainPath } from '@smelter-fleet/smelter-emulator';
 import { parseArgs } from 'node:util';
 import { parsing, port, UsageError } from './args.js';
+import {
+  authFlagsGiven,
+  DEFAULT_STATE_DIR,
+  describeAuth,
+  ensureApiToken,
+  SERVER_AUTH_OPTIONS,
+  serverAuth,
+} from './auth-options.js';
 import { CommandError } from './client-commands.js';
 import { DEFAULT_GATEWAY_PORT } from './gateway-command.js';
 import { serveMetrics } from './metrics-server.js';
@@ -48,6 +56,8 @@ export interface UpContext {
   defaultStore?: string;
   /** $SMELTER_FLEET_LINK_SECRET, when set: the fleet link secret shared by every process. */
   linkSecret?: string | undefined;
+  /** `--state-dir` without the flag ($SMELTER_FLEET_STATE_DIR): where the API token is kept. Default `.smelter-fleet`. */
+  defaultStateDir?: string | undefined;
 }
 
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
@@ -68,6 +78,8 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
         'metrics-port': { type: 'string' },
         store: { type: 'string' },
         ...REGION_OPTIONS,
+        'state-dir': { type: 'string' },
+        ...SERVER_AUTH_OPTIONS,
       },
     }),
   );
@@ -81,6 +93,16 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
 
   const logger = jsonLogger({ level: logLevel });
   const regions = regionRouting('up', values);
+  // Never open by default: without auth flags, callers need the API token kept in the state directory.
+  const apiToken = authFlagsGiven(values)
+    ? undefined
+    : ensureApiToken(values['state-dir'] ?? ctx.defaultStateDir ?? DEFAULT_STATE_DIR);
+  const auth = await serverAuth('up', apiToken ? { ...values, 'auth-tokens': apiToken.file } : values, logger);
+  // Under TLS the sidecars (no client certificate) link on a plaintext loopback port of their own.
+  const linkAddress =
+    auth.tls || values['link-port'] !== undefined
+      ? `127.0.0.1:${port('link-port', values['link-port'], 0)}`
+      : undefined;
   const metricsPort =
     values['metrics-port'] === undefined ? undefined : port('metrics-port', values['metrics-port'], 0);
   const events = new MemoryEventRecorder();
@@ -97,11 +119,15 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
   const { store, linkSecret, description } = await openStore('up', values.store ?? ctx.defaultStore ?? 'memory', {
     logger,
     linkSecret: ctx.linkSecret,
+  }).catch((err) => {
+    auth.close();
+    throw err;
   });
   for (const f of fleets) await store.putFleet(f);
   // The control-plane front door: compositions' Smelter APIs, each behind its allocation's token.
   const gateway = await startGateway({ store, host: gatewayHost, port: gatewayPort, logger }).catch(
     async (err: Error) => {
+      auth.close();
       await store.close();
       throw new CommandError(`up: gateway cannot listen on ${gatewayHost}:${gatewayPort}: ${err.message}`);
     },
@@ -129,10 +155,13 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
       },
     },
     linkSecret,
+    auth,
+    ...(linkAddress !== undefined && { linkAddress }),
     logger,
     events,
   }).catch(async (err: Error) => {
     await gateway.close();
+    auth.close();
     await store.close();
     throw new CommandError(`up: cannot listen on ${allocatorAddress}: ${err.message}`);
   });
@@ -142,7 +171,12 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
     logger,
     sidecar: {
       command: [...ctx.superviseCommand, '--log-level', logLevel],
-      link: anyHost ? `127.0.0.1:${allocator.port}` : allocator.address,
+      link:
+        allocator.linkAddress !== allocator.address
+          ? allocator.linkAddress
+          : anyHost
+            ? `127.0.0.1:${allocator.port}`
+            : allocator.address,
       linkToken: (name) => linkToken(linkSecret, name),
     },
   });
@@ -167,6 +201,12 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
     `gateway: ${gateway.url}/v1/compositions/{composition_id}/smelter/... ` +
       "(each allocation's gateway_url; send Authorization: Bearer <its token>)",
   );
+  ctx.out(`callers: ${describeAuth(auth)}`);
+  if (apiToken)
+    ctx.out(
+      `API token: ${apiToken.file} (${apiToken.created ? 'new' : 'kept'}, mode 0600); client commands read it ` +
+        'from the same state directory (or give --token-file / $SMELTER_FLEET_TOKEN)',
+    );
   if (metricsServer) ctx.out(`metrics: ${metricsServer.url} (Prometheus)`);
   ctx.out(`fleet file ${file}: ${fleets.map((f) => `${f.name} (${f.replicas} servers)`).join(', ')}`);
   for (const a of autoscalers) ctx.out(`autoscaler ${a.name}: ${a.policy.type} policy on fleet ${a.fleetName}`);
@@ -193,6 +233,7 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
   await printing;
   await allocator.close({ force: true });
   await gateway.close();
+  auth.close();
   await metricsServer?.close();
   await store.close();
   process.off('exit', killAll);
