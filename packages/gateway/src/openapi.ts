@@ -130,7 +130,8 @@ export const OPENAPI_DOCUMENT = {
             properties: {
               regions: {
                 type: 'array',
-                description: 'Regions to try, in order, and the only ones.',
+                description:
+                  'Regions to try, in order, and the only ones. 400 when no allocator is known for any of them.',
                 maxItems: 16,
                 uniqueItems: true,
                 items: { type: 'string', pattern: REGION },
@@ -275,6 +276,8 @@ export const OPENAPI_DOCUMENT = {
         operationId: 'allocate',
         summary: 'Allocate a Ready server to a composition (AllocationService.Allocate). Idempotent.',
         requestBody: { required: true, content: json(ref('AllocateRequest')) },
+        // Checks beyond the schema that depend on the installation, not on the request alone.
+        'x-config-dependent-fields': ['preference.regions'],
         responses: {
           '200': { description: 'The allocation (the same one on a retry).', content: json(ref('AllocationResponse')) },
           ...ERRORS,

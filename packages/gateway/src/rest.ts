@@ -92,6 +92,8 @@ class RestError extends Error {
   }
 }
 
+/** An empty key is named `""`, so that the field is never blank. */
+const unknownField = (prefix: string, key: string) => invalid(`${prefix}${key === '' ? '""' : key}`, 'unknown field');
 const invalid = (field: string, message: string) => new RestError('INVALID_ARGUMENT', `${field}: ${message}`, field);
 
 interface ErrorBody {
@@ -136,7 +138,8 @@ export function restError(err: unknown): { status: number; body: ErrorBody; inte
     field = 'path';
     message = 'path: malformed percent-encoding';
   }
-  const restField = field === undefined ? undefined : REST_FIELD[field];
+  // The service's field names, as REST spells them (RestErrors already name REST fields).
+  const restField = field === undefined || err instanceof RestError ? undefined : REST_FIELD[field];
   if (field && restField) {
     if (message.startsWith(`${field}:`)) message = restField + message.slice(field.length);
     field = restField;
@@ -195,7 +198,7 @@ const ALLOCATE_FIELDS = new Set(Object.keys(OPENAPI_DOCUMENT.components.schemas.
 export function allocateRequestFromJson(body: unknown): allocationV1.AllocateRequest {
   if (body === undefined) throw invalid('body', 'is required (a JSON object)');
   if (!isObject(body)) throw invalid('body', 'must be a JSON object');
-  for (const key of Object.keys(body)) if (!ALLOCATE_FIELDS.has(key)) throw invalid(key, 'unknown field');
+  for (const key of Object.keys(body)) if (!ALLOCATE_FIELDS.has(key)) throw unknownField('', key);
   const req: allocationV1.AllocateRequest = {
     fleet: '',
     matchLabels: {},
@@ -220,7 +223,7 @@ export function allocateRequestFromJson(body: unknown): allocationV1.AllocateReq
 function preferenceFromJson(value: unknown): allocationV1.RegionPreference {
   if (!isObject(value)) throw invalid('preference', 'must be an object');
   const known = new Set(['regions', 'client_region']);
-  for (const key of Object.keys(value)) if (!known.has(key)) throw invalid(`preference.${key}`, 'unknown field');
+  for (const key of Object.keys(value)) if (!known.has(key)) throw unknownField('preference.', key);
   const out: allocationV1.RegionPreference = { regions: [], clientRegion: '' };
   if (value.regions !== undefined) {
     if (!Array.isArray(value.regions)) throw invalid('preference.regions', 'must be an array of strings');
@@ -295,7 +298,14 @@ function checkQuery(req: Request, allowed: readonly string[]): Record<string, st
 export function restRouter(options: RestOptions): Router {
   const logger = options.logger ?? silentLogger;
   const { allocation, fleet, auth } = options;
-  const parseJson = express.json({ limit: options.maxBodyBytes ?? 1024 * 1024, strict: true, type: () => true });
+  // An empty body is a missing body (body-parser would make it `{}`).
+  const empty = new WeakSet<IncomingMessage>();
+  const parseJson = express.json({
+    limit: options.maxBodyBytes ?? 1024 * 1024,
+    strict: true,
+    type: () => true,
+    verify: (req, _res, buf) => void (buf.length === 0 && empty.add(req)),
+  });
   const router = express.Router({ caseSensitive: true, strict: false });
 
   const send = (req: Request, res: Response, err: unknown) => {
@@ -355,7 +365,21 @@ export function restRouter(options: RestOptions): Router {
           'content-type',
         ),
       );
-    parseJson(req, res, next);
+    const charset = /;\s*charset=("?)([^";]*)\1/i.exec(type)?.[2]?.toLowerCase();
+    if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8')
+      return send(
+        req,
+        res,
+        new RestError(
+          'UNSUPPORTED_MEDIA_TYPE',
+          `content-type: JSON must be UTF-8, not ${JSON.stringify(charset.slice(0, 32))}`,
+          'content-type',
+        ),
+      );
+    parseJson(req, res, (err?: unknown) => {
+      if (err === undefined && empty.has(req)) req.body = undefined;
+      next(err);
+    });
   };
 
   guarded
@@ -365,7 +389,7 @@ export function restRouter(options: RestOptions): Router {
       route(async (req, signal) => {
         checkQuery(req, []);
         const request = allocateRequestFromJson(req.body);
-        const res = await allocation.allocate(request, ctx(req, signal));
+        const res = await allocation.allocate(request, ctx(req, signal)).catch(notFound('fleet'));
         return { allocation: allocationToJson(res.allocation) };
       }),
     )
@@ -383,7 +407,9 @@ export function restRouter(options: RestOptions): Router {
       route(async (req, signal) => {
         checkQuery(req, []);
         const compositionId = String(req.params.composition_id);
-        const res = await allocation.getAllocation({ compositionId }, ctx(req, signal));
+        const res = await allocation
+          .getAllocation({ compositionId }, ctx(req, signal))
+          .catch(notFound('composition_id'));
         return { allocation: allocationToJson(res.allocation) };
       }),
     )
@@ -391,7 +417,7 @@ export function restRouter(options: RestOptions): Router {
       route(async (req, signal) => {
         checkQuery(req, []);
         const compositionId = String(req.params.composition_id);
-        const res = await allocation.release({ compositionId }, ctx(req, signal));
+        const res = await allocation.release({ compositionId }, ctx(req, signal)).catch(notFound('composition_id'));
         return { allocation: allocationToJson(res.allocation) };
       }),
     );
@@ -457,4 +483,14 @@ export function restRouter(options: RestOptions): Router {
 
 function withField(err: FleetError, field: string): FleetError | RestError {
   return new RestError(err.code, err.message, err.field ?? field);
+}
+
+/** A NOT_FOUND (the store's, or a peer region's) names what was not found: the request field it came from. */
+function notFound(field: string) {
+  return (err: unknown): never => {
+    const { body } = restError(err);
+    if (body.error.code === 'NOT_FOUND' && !body.error.field)
+      throw new RestError('NOT_FOUND', body.error.message, field);
+    throw err;
+  };
 }
