@@ -28,6 +28,11 @@ Usage:
       (HTTP and /ws) for callers with its token. up runs one too (--gateway-port, --gateway-host).
   smelter-fleet controller --store redis://... [-f fleet.yaml] [--link host:port] [--metrics-port N] [--log-level warn]
       Keeps the fleets in the shared store at size, servers as local child processes linked to an allocator.
+  smelter-fleet controller --kubernetes --store redis://... --link host:port [--sidecar-image IMAGE] [--kubeconfig F]
+                           [--namespace N] [--leader-election-id ID] [--lease-duration 15s] [--renew-deadline 10s]
+                           [--retry-period 2s] [--metrics-port N]
+      Fleets from SmelterFleet resources, servers as pods (--link: the allocators' fleet link as pods reach it);
+      replicas elect one leader on a Lease. Without --kubeconfig, the in-cluster config.
   smelter-fleet allocate --fleet <name> --composition <id> [--label k=v]... [--metadata k=v]... [--wait 10s] [--json]
                          [--region-preference a,b] [--client-region x]
   smelter-fleet release --composition <id> [--json]
@@ -131,6 +136,11 @@ async function main(argv: string[]): Promise<number> {
         stopRequested: stopSignal(),
         smelterPath: process.env.SMELTER_PATH || undefined,
         superviseCommand: [process.execPath, fileURLToPath(import.meta.url), 'supervise'],
+        kubernetes: {
+          inCluster: process.env.KUBERNETES_SERVICE_HOST !== undefined,
+          namespace: process.env.POD_NAMESPACE || undefined,
+          podName: process.env.POD_NAME || undefined,
+        },
       });
       return 0;
     case 'allocate':

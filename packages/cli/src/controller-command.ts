@@ -1,21 +1,32 @@
 import { parseArgs } from 'node:util';
 import { FleetAutoscaler } from '@smelter-fleet/autoscaler';
 import { ControllerMetrics, FleetController } from '@smelter-fleet/controller';
-import { jsonLogger, linkToken } from '@smelter-fleet/core';
+import { jsonLogger, linkToken, parseDurationMs } from '@smelter-fleet/core';
+import { loadKubeConfig, type KubeConfig } from '@smelter-fleet/kubernetes';
 import { ProcessRuntime } from '@smelter-fleet/process-runtime';
 import { emulatorMainPath } from '@smelter-fleet/smelter-emulator';
-import { parsing, port } from './args.js';
+import { parsing, port, UsageError } from './args.js';
 import { logLevel, sharedStoreValue, type ScaleOutContext } from './allocator-command.js';
 import { CommandError } from './client-commands.js';
 import { serveMetrics } from './metrics-server.js';
 import { openStore } from './store-option.js';
 import { loadFleetFile } from './up.js';
+import { runKubernetesController } from './kubernetes-controller.js';
 
 export interface ControllerContext extends ScaleOutContext {
   /** $SMELTER_PATH: the Smelter binary; unset means the emulator. */
   smelterPath: string | undefined;
   /** argv that runs `smelter-fleet supervise` (each server runs under its sidecar). */
   superviseCommand: readonly string[];
+  /** Kubernetes settings from the environment (`--kubernetes`). */
+  kubernetes?: {
+    /** Running in a pod (KUBERNETES_SERVICE_HOST set): the in-cluster config applies when no --kubeconfig is given. */
+    inCluster: boolean;
+    /** $POD_NAMESPACE (downward API): the default --namespace. */
+    namespace: string | undefined;
+    /** $POD_NAME: this replica's identity on the Lease. */
+    podName: string | undefined;
+  };
 }
 
 /**
@@ -35,9 +46,28 @@ export async function controllerCommand(argv: string[], ctx: ControllerContext):
         link: { type: 'string' },
         'log-level': { type: 'string' },
         'metrics-port': { type: 'string' },
+        kubernetes: { type: 'boolean' },
+        kubeconfig: { type: 'string' },
+        namespace: { type: 'string' },
+        'sidecar-image': { type: 'string' },
+        'leader-election-id': { type: 'string' },
+        'lease-duration': { type: 'string' },
+        'renew-deadline': { type: 'string' },
+        'retry-period': { type: 'string' },
       },
     }),
   );
+  if (values.kubernetes) return kubernetesControllerCommand(values, ctx);
+  for (const flag of [
+    'kubeconfig',
+    'namespace',
+    'sidecar-image',
+    'leader-election-id',
+    'lease-duration',
+    'renew-deadline',
+    'retry-period',
+  ] as const)
+    if (values[flag] !== undefined) throw new UsageError(`controller: --${flag} needs --kubernetes`);
   const level = logLevel('controller', values['log-level']);
   const logger = jsonLogger({ level });
   const storeValue = sharedStoreValue('controller', values.store ?? ctx.defaultStore);
@@ -96,4 +126,99 @@ export async function controllerCommand(argv: string[], ctx: ControllerContext):
   await store.close();
   process.off('exit', killAll);
   ctx.out('stopped: every server process has exited');
+}
+
+function durationFlag(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = parseDurationMs(value);
+  if (ms === undefined) throw new UsageError(`controller: --${flag} "${value}": expected a duration like 15s or 500ms`);
+  return ms;
+}
+
+/**
+ * `smelter-fleet controller --kubernetes --store redis://... --link host:port --sidecar-image IMAGE [--kubeconfig F]
+ * [--namespace N] [--leader-election-id ID]`: fleets from SmelterFleet resources, servers as pods, one leader among
+ * the replicas (a Lease).
+ */
+async function kubernetesControllerCommand(
+  values: {
+    store?: string | undefined;
+    file?: string | undefined;
+    link?: string | undefined;
+    'log-level'?: string | undefined;
+    'metrics-port'?: string | undefined;
+    kubeconfig?: string | undefined;
+    namespace?: string | undefined;
+    'sidecar-image'?: string | undefined;
+    'leader-election-id'?: string | undefined;
+    'lease-duration'?: string | undefined;
+    'renew-deadline'?: string | undefined;
+    'retry-period'?: string | undefined;
+  },
+  ctx: ControllerContext,
+): Promise<void> {
+  if (values.file !== undefined)
+    throw new UsageError('controller: -f does not apply with --kubernetes (fleets are SmelterFleet resources)');
+  const level = logLevel('controller', values['log-level']);
+  const logger = jsonLogger({ level });
+  const storeValue = sharedStoreValue('controller', values.store ?? ctx.defaultStore);
+  if (!values.link)
+    throw new UsageError(
+      "controller: --link host:port is needed with --kubernetes (the allocators' fleet link as pods reach it)",
+    );
+  const namespace = values.namespace ?? ctx.kubernetes?.namespace ?? 'default';
+  const leaseDurationMs = durationFlag('lease-duration', values['lease-duration']);
+  const renewDeadlineMs = durationFlag('renew-deadline', values['renew-deadline']);
+  const retryPeriodMs = durationFlag('retry-period', values['retry-period']);
+  let kubeConfig: KubeConfig;
+  try {
+    kubeConfig = loadKubeConfig({ kubeconfigPath: values.kubeconfig, inCluster: ctx.kubernetes?.inCluster ?? false });
+  } catch (err) {
+    throw new CommandError(`controller: --kubeconfig: ${(err as Error).message}`);
+  }
+  const opened = await openStore('controller', storeValue, { logger, linkSecret: ctx.linkSecret });
+  const metrics = new ControllerMetrics();
+  const metricsServer =
+    values['metrics-port'] === undefined
+      ? undefined
+      : await serveMetrics(metrics.registry, '0.0.0.0', port('metrics-port', values['metrics-port'], 0)).catch(
+          async (err: Error) => {
+            await opened.store.close();
+            throw new CommandError(`controller: cannot serve metrics: ${err.message}`);
+          },
+        );
+  ctx.out(
+    `smelter-fleet controller --kubernetes: API server ${kubeConfig.getCurrentCluster()?.server}, namespace ${namespace}, ` +
+      `store ${opened.description}, sidecars link to ${values.link}`,
+  );
+  if (metricsServer) ctx.out(`metrics: ${metricsServer.url} (Prometheus)`);
+  const stop = new AbortController();
+  const running = runKubernetesController(
+    {
+      kubeConfig,
+      namespace,
+      store: opened.store,
+      linkSecret: opened.linkSecret,
+      linkAddress: values.link,
+      sidecarImage: values['sidecar-image'] ?? 'smelter-fleet:latest',
+      leaseName: values['leader-election-id'] ?? 'smelter-fleet-controller',
+      ...(ctx.kubernetes?.podName && { identity: ctx.kubernetes.podName }),
+      ...(leaseDurationMs !== undefined && { leaseDurationMs }),
+      ...(renewDeadlineMs !== undefined && { renewDeadlineMs }),
+      ...(retryPeriodMs !== undefined && { retryPeriodMs }),
+      metrics,
+      logger,
+      out: ctx.out,
+    },
+    stop.signal,
+  ).catch((err: unknown) => {
+    throw new CommandError(`controller: ${(err as Error).message}`);
+  });
+  const why = await Promise.race([ctx.stopRequested, running.then(() => 'controller stopped')]);
+  ctx.out(`stopping (${why}): pods are left running for the next leader`);
+  stop.abort();
+  await running;
+  await metricsServer?.close();
+  await opened.store.close();
+  ctx.out('stopped');
 }

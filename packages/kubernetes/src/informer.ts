@@ -1,9 +1,9 @@
 import { request as httpsRequest } from 'node:https';
 import { request as httpRequest, type RequestOptions } from 'node:http';
 import {
+  KubeConfig,
   ListWatch,
   Watch,
-  type KubeConfig,
   type KubernetesListObject,
   type KubernetesObject,
 } from '@kubernetes/client-node';
@@ -252,4 +252,19 @@ function listJson<T extends KubernetesObject>(
   if (options.labelSelector) query.labelSelector = options.labelSelector;
   if (options.fieldSelector) query.fieldSelector = options.fieldSelector;
   return kubeRequest<KubernetesListObject<T>>(options.kubeConfig, 'GET', options.path, { query, signal });
+}
+
+export type { KubeConfig };
+
+/**
+ * The client configuration: the kubeconfig file given, else the in-cluster one (the pod's service account) when
+ * `inCluster`. Throws when neither applies or the file cannot be read.
+ */
+export function loadKubeConfig(options: { kubeconfigPath?: string | undefined; inCluster?: boolean }): KubeConfig {
+  const kc = new KubeConfig();
+  if (options.kubeconfigPath) kc.loadFromFile(options.kubeconfigPath);
+  else if (options.inCluster) kc.loadFromCluster();
+  else throw new Error('no kubeconfig given and not running in a pod');
+  if (!kc.getCurrentCluster()) throw new Error('the kubeconfig names no current cluster');
+  return kc;
 }
