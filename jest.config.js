@@ -14,6 +14,19 @@ const shared = {
 export default {
   projects: [
     { ...shared, displayName: 'unit', testMatch: ['<rootDir>/packages/*/src/**/*.test.ts'] },
-    { ...shared, displayName: 'e2e', testMatch: ['<rootDir>/e2e/**/*.test.ts'] },
+    {
+      ...shared,
+      displayName: 'e2e',
+      testMatch: ['<rootDir>/e2e/**/*.test.ts'],
+      testPathIgnorePatterns: ['/node_modules/', '<rootDir>/e2e/k8s/'],
+    },
+    // A real control plane (scripts/k8s-bins.sh builds it from Go modules; without Go the suite skips, loudly).
+    {
+      ...shared,
+      displayName: 'k8s',
+      testMatch: ['<rootDir>/e2e/k8s/**/*.test.ts'],
+      globalSetup: '<rootDir>/e2e/k8s/global-setup.ts',
+      globalTeardown: '<rootDir>/e2e/k8s/global-teardown.ts',
+    },
   ],
 };

@@ -3,4 +3,7 @@ export * from './helpers.js';
 export * from './redis-server.js';
 export * from './history-checker.js';
 export * from './certs.js';
+export * from './k8s/bins.js';
+export * from './k8s/kube-rest.js';
+export * from './k8s/control-plane.js';
 export * from './k8s/pod-runner.js';
