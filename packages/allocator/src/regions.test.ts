@@ -4,6 +4,10 @@ import { MemoryStore } from '@smelter-fleet/memory-store';
 import { fleetSpec, freePort, newServer } from '@smelter-fleet/testing';
 import { ClientError, Metadata, Status } from 'nice-grpc';
 import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CallerAuth } from './auth.js';
 import { connectAllocator, type AllocatorClients } from './client.js';
 import { checkRegionPreference, FORWARDED_HEADER, orderRegions, type RegionRoutingOptions } from './regions.js';
 import { startAllocatorServer, type AllocatorServer } from './server.js';
@@ -119,21 +123,22 @@ describe('allocation across regions', () => {
   /** One region: its own store (fleet "live" declared in that region) and allocator. */
   async function startRegion(
     name: string,
-    options: Omit<RegionRoutingOptions, 'region'> & { port?: number } = {},
+    options: Omit<RegionRoutingOptions, 'region'> & { port?: number; auth?: CallerAuth; token?: string } = {},
   ): Promise<Region> {
     const store = new CountingStore();
     await store.putFleet(fleetSpec('live', { region: name }));
-    const { port = 0, ...regions } = options;
+    const { port = 0, auth, token, ...regions } = options;
     const server = await startAllocatorServer({
       store,
       address: `127.0.0.1:${port}`,
       regions: { region: name, ...regions },
+      ...(auth && { auth }),
     });
     const region: Region = {
       name,
       store,
       server,
-      client: connectAllocator(server.address),
+      client: connectAllocator(server.address, token === undefined ? {} : { token }),
       async addReady(serverName) {
         await store.addServer(newServer(serverName, 'live', { region: name, pid: 100 }));
         await store.updateServer(serverName, { event: 'Healthy' });
@@ -303,6 +308,31 @@ describe('allocation across regions', () => {
     expect(other.details).toBe(
       'region us: FAILED_PRECONDITION: composition "retry" is already allocated in fleet "live"',
     );
+  });
+
+  it('peers authenticate like any caller: with the peer token forwarded calls pass, without it the region is skipped', async () => {
+    const tokensFile = join(mkdtempSync(join(tmpdir(), 'regions-')), 'tokens');
+    writeFileSync(tokensFile, 'client:client-secret-1\npeer-eu:peer-secret-2\n');
+    const auth = await CallerAuth.create({ tokensFile });
+    try {
+      const us = await startRegion('us', { auth, token: 'client-secret-1' });
+      await us.addReady('us-1');
+      const eu = await startRegion('eu', {
+        peers: { us: us.server.address },
+        peerMetadata: () => ({ authorization: 'Bearer peer-secret-2' }),
+      });
+      const { allocation } = await eu.client.allocation.allocate({ fleet: 'live', compositionId: 'ok' });
+      expect(allocation).toMatchObject({ region: 'us', serverName: 'us-1' });
+
+      const stranger = await startRegion('ap', { peers: { us: us.server.address } });
+      const refused = await grpcError(stranger.client.allocation.allocate({ fleet: 'live', compositionId: 'no' }));
+      expect(refused.code).toBe(Status.RESOURCE_EXHAUSTED);
+      expect(refused.details).toMatch(
+        /^no region could serve composition "no": tried ap \(no Ready server in fleet "live"\), us \(UNAUTHENTICATED: /,
+      );
+    } finally {
+      auth.close();
+    }
   });
 
   it('bad preferences are INVALID_ARGUMENT naming the field', async () => {
