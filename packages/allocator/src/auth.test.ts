@@ -259,6 +259,7 @@ describe('allocator gRPC with mTLS', () => {
   let store: MemoryStore;
   let auth: CallerAuth;
   let server: AllocatorServer;
+  const log: string[] = [];
   const files = () => ({ cert: join(dir, 'tls.crt'), key: join(dir, 'tls.key'), ca: join(dir, 'client-ca.crt') });
   const closers: (() => void)[] = [];
   const clientOf = (cert: CertPair | undefined, ca = serverCa) => {
@@ -293,7 +294,8 @@ describe('allocator gRPC with mTLS', () => {
       debounceMs: 20,
       pollIntervalMs: 60_000,
     });
-    server = await startAllocatorServer({ store, auth, linkSecret: 'link-secret', linkAddress: '127.0.0.1:0' });
+    const logger = jsonLogger({ level: 'debug', write: (l) => log.push(l) });
+    server = await startAllocatorServer({ store, auth, linkSecret: 'link-secret', linkAddress: '127.0.0.1:0', logger });
   }, 60_000);
   afterAll(async () => {
     closers.forEach((c) => c());
@@ -303,9 +305,16 @@ describe('allocator gRPC with mTLS', () => {
   });
   afterEach(() => closers.splice(0).forEach((c) => c()));
 
-  it('accepts client certificates of every CA in the bundle', async () => {
+  it('accepts client certificates of every CA in the bundle, named by their verified common name', async () => {
     expect((await clientOf(clientA).fleet.listFleets({}, deadline())).fleets).toHaveLength(1);
-    expect((await clientOf(clientB).fleet.listFleets({}, deadline())).fleets).toHaveLength(1);
+    // A caller's own value of the name header is dropped: the name comes from the certificate.
+    const spoofed = { ...deadline(), metadata: Metadata({ 'x-smelter-fleet-peer-cn': 'admin' }) };
+    expect((await clientOf(clientB).fleet.listFleets({}, spoofed)).fleets).toHaveLength(1);
+    const principals = log.map((l) => JSON.parse(l) as { msg: string; principal?: string });
+    expect(principals.filter((l) => l.msg === 'caller').map((l) => l.principal)).toEqual([
+      'cert:backend-a',
+      'cert:backend-b',
+    ]);
   });
 
   it.each([

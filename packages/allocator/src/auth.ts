@@ -2,7 +2,8 @@ import { createHash, timingSafeEqual, X509Certificate } from 'node:crypto';
 import { readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { createSecureContext } from 'node:tls';
+import type { Socket } from 'node:net';
+import { createSecureContext, TLSSocket } from 'node:tls';
 import { FleetError, invalidArgument, silentLogger, type Logger } from '@smelter-fleet/core';
 import * as grpc from '@grpc/grpc-js';
 import type { ServerMiddleware } from 'nice-grpc';
@@ -420,12 +421,13 @@ export class CallerAuth {
 export function grpcAuthMiddleware(auth: CallerAuth, logger: Logger = silentLogger): ServerMiddleware {
   return async function* (call, context) {
     try {
-      auth.check({
+      const { principal } = auth.check({
         authorization: context.metadata.get('authorization'),
         peerCertificateAuthorized: auth.requiresClientCertificate,
         peerCertificatePresent: auth.requiresClientCertificate,
         peerCommonName: context.metadata.get(PEER_CN_METADATA),
       });
+      logger.debug('caller', { method: call.method.path, principal });
     } catch (err) {
       logger.warn('caller refused', { method: call.method.path, peer: context.peer, reason: (err as Error).message });
       throw err;
@@ -457,10 +459,7 @@ export const peerCertificateInterceptor: grpc.ServerInterceptor = (_method, call
 
 interface HttpRequestLike {
   headers: { authorization?: string | undefined };
-  socket: {
-    authorized?: boolean;
-    getPeerCertificate?: (detailed?: boolean) => { subject?: { CN?: string | string[] } } | null;
-  };
+  socket: Socket;
 }
 interface HttpResponseLike {
   status(code: number): HttpResponseLike;
@@ -470,14 +469,16 @@ interface HttpResponseLike {
 
 /** What an HTTP request presented: its Authorization header and, on a TLS socket, its client certificate. */
 export function httpAuthRequest(req: HttpRequestLike): AuthRequest {
-  const peer = req.socket.getPeerCertificate?.(false);
-  const present = peer !== null && peer !== undefined && Object.keys(peer).length > 0;
-  const cn = present ? peer.subject?.CN : undefined;
+  const tlsSocket = req.socket instanceof TLSSocket ? req.socket : undefined;
+  const peer = tlsSocket?.getPeerCertificate(false);
+  const present = peer !== undefined && Object.keys(peer).length > 0;
+  const cn: unknown = present ? peer.subject?.CN : undefined;
+  const name = Array.isArray(cn) ? (cn[0] as unknown) : cn;
   return {
     authorization: req.headers.authorization,
-    peerCertificateAuthorized: req.socket.authorized === true,
+    peerCertificateAuthorized: tlsSocket?.authorized === true,
     peerCertificatePresent: present,
-    peerCommonName: Array.isArray(cn) ? cn[0] : cn,
+    peerCommonName: typeof name === 'string' ? name : undefined,
   };
 }
 

@@ -89,14 +89,20 @@ export async function serverAuth(command: string, v: ServerAuthValues, logger: L
     });
   } catch (err) {
     if (!(err instanceof FleetError)) throw err;
-    const flag = {
+    const flags: Record<string, string> = {
       tokensFile: '--auth-tokens',
       tlsCertFile: '--tls-cert',
       tlsKeyFile: '--tls-key',
       clientCaFile: '--client-ca',
       insecure: '--insecure',
-    }[err.field ?? ''];
-    if (flag) throw new UsageError(`${command}: ${flag}: ${err.message.slice((err.field ?? '').length + 2)}`);
+    };
+    const flag = flags[err.field ?? ''];
+    if (flag) {
+      const message = err.message
+        .slice((err.field ?? '').length + 2)
+        .replace(/\b(tokensFile|tlsCertFile|tlsKeyFile|clientCaFile)\b/g, (f) => flags[f]!);
+      throw new UsageError(`${command}: ${flag}: ${message}`);
+    }
     throw failed(`${command}: ${err.message}`);
   }
 }
