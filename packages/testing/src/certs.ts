@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from 'node:crypto';
 import forge from 'node-forge';
 
 /** A PEM certificate and its private key. */
@@ -20,6 +21,19 @@ export interface IssueOptions {
   days?: number;
 }
 
+/** An RSA key pair from Node's native crypto (forge's pure-JS generation takes ~1.5 s per key). */
+function newKeyPair(): { publicKey: forge.pki.rsa.PublicKey; privateKey: forge.pki.rsa.PrivateKey } {
+  const { publicKey, privateKey } = generateKeyPairSync('rsa', {
+    modulusLength: 2048,
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  });
+  return {
+    publicKey: forge.pki.publicKeyFromPem(publicKey),
+    privateKey: forge.pki.privateKeyFromPem(privateKey) as forge.pki.rsa.PrivateKey,
+  };
+}
+
 function newCert(subject: forge.pki.CertificateField[], days: number, publicKey: forge.pki.PublicKey) {
   const cert = forge.pki.createCertificate();
   cert.publicKey = publicKey;
@@ -32,7 +46,7 @@ function newCert(subject: forge.pki.CertificateField[], days: number, publicKey:
 
 /** A self-signed certificate authority, for tests (mTLS, the test control plane). */
 export function makeCa(commonName = 'smelter-fleet test CA', days = 1): CertPair {
-  const keys = forge.pki.rsa.generateKeyPair(2048);
+  const keys = newKeyPair();
   const subject = [{ name: 'commonName', value: commonName }];
   const cert = newCert(subject, days, keys.publicKey);
   cert.setIssuer(subject);
@@ -49,7 +63,7 @@ export function makeCa(commonName = 'smelter-fleet test CA', days = 1): CertPair
 export function issueCert(ca: CertPair, options: IssueOptions): CertPair {
   const caCert = forge.pki.certificateFromPem(ca.cert);
   const caKey = forge.pki.privateKeyFromPem(ca.key);
-  const keys = forge.pki.rsa.generateKeyPair(2048);
+  const keys = newKeyPair();
   const subject: forge.pki.CertificateField[] = [{ name: 'commonName', value: options.commonName }];
   for (const o of options.organizations ?? []) subject.push({ name: 'organizationName', value: o });
   const cert = newCert(subject, options.days ?? 1, keys.publicKey);

@@ -452,6 +452,8 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
           `  podPlayStageParallelism: ${options.kwokPodParallelism ?? 16}`,
           '  nodePlayStageParallelism: 4',
           '  nodeLeaseDurationSeconds: 40',
+          '  nodeLeaseParallelism: 4',
+          '  podsOnNodeSyncParallelism: 2',
           '---',
           KWOK_STAGES_YAML,
         ].join('\n'),
