@@ -1,5 +1,11 @@
 import { readFile } from 'node:fs/promises';
-import { DEFAULT_APPLY_HANDLERS, startAllocatorServer, type FleetRuntimeInfo } from '@smelter-fleet/allocator';
+import {
+  allocationService,
+  DEFAULT_APPLY_HANDLERS,
+  fleetService,
+  startAllocatorServer,
+  type FleetRuntimeInfo,
+} from '@smelter-fleet/allocator';
 import { FleetAutoscaler } from '@smelter-fleet/autoscaler';
 import { ControllerMetrics, FleetController } from '@smelter-fleet/controller';
 import {
@@ -21,7 +27,7 @@ import {
   type Store,
 } from '@smelter-fleet/core';
 import { ProcessRuntime } from '@smelter-fleet/process-runtime';
-import { startGateway } from '@smelter-fleet/gateway';
+import { pendingRestRouter, startGateway } from '@smelter-fleet/gateway';
 import { emulatorMainPath } from '@smelter-fleet/smelter-emulator';
 import { parseArgs } from 'node:util';
 import { parsing, port, UsageError } from './args.js';
@@ -125,13 +131,19 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
   });
   for (const f of fleets) await store.putFleet(f);
   // The control-plane front door: compositions' Smelter APIs, each behind its allocation's token.
-  const gateway = await startGateway({ store, host: gatewayHost, port: gatewayPort, logger }).catch(
-    async (err: Error) => {
-      auth.close();
-      await store.close();
-      throw new CommandError(`up: gateway cannot listen on ${gatewayHost}:${gatewayPort}: ${err.message}`);
-    },
-  );
+  // The REST mirror shares the gateway's listener; it is plugged in once the allocator (its services) runs.
+  const rest = pendingRestRouter();
+  const gateway = await startGateway({
+    store,
+    host: gatewayHost,
+    port: gatewayPort,
+    logger,
+    extraRoutes: rest.router,
+  }).catch(async (err: Error) => {
+    auth.close();
+    await store.close();
+    throw new CommandError(`up: gateway cannot listen on ${gatewayHost}:${gatewayPort}: ${err.message}`);
+  });
   // Autoscalers write replicas on the stored fleets; the allocator's misses (no Ready server) are their demand.
   const autoscaler = new FleetAutoscaler({
     store,
@@ -164,6 +176,12 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
     auth.close();
     await store.close();
     throw new CommandError(`up: cannot listen on ${allocatorAddress}: ${err.message}`);
+  });
+  rest.serve({
+    allocation: allocationService(autoscaler.allocatorStore(), logger, { gatewayUrl: gateway.url }, allocator.regions),
+    fleet: fleetService({ store, fleetInfo, logger, events }),
+    auth,
+    logger,
   });
   const anyHost = /^(0\.0\.0\.0|\[::\]|::)$/.test(allocatorAddress.slice(0, allocatorAddress.lastIndexOf(':')));
   const runtime = new ProcessRuntime({
@@ -201,6 +219,7 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
     `gateway: ${gateway.url}/v1/compositions/{composition_id}/smelter/... ` +
       "(each allocation's gateway_url; send Authorization: Bearer <its token>)",
   );
+  ctx.out(`REST API: ${gateway.url}/v1/allocations, /v1/fleets (OpenAPI at ${gateway.url}/openapi.json)`);
   ctx.out(`callers: ${describeAuth(auth)}`);
   if (apiToken)
     ctx.out(

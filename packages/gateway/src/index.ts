@@ -8,3 +8,14 @@ export {
   type GatewayOptions,
 } from './gateway.js';
 export { parseProxyPath, bearerToken, tokenMatches, COMPOSITIONS_PREFIX, type ProxyPath } from './proxy-path.js';
+export {
+  restRouter,
+  pendingRestRouter,
+  restError,
+  allocateRequestFromJson,
+  allocationToJson,
+  fleetToJson,
+  type RestOptions,
+  type RestCallerAuth,
+} from './rest.js';
+export { OPENAPI_DOCUMENT } from './openapi.js';

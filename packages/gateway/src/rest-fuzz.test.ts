@@ -43,7 +43,7 @@ function valid(schema: Schema): fc.Arbitrary<unknown> {
         return fc.record(model, { requiredKeys: (s.required as string[] | undefined) ?? [] });
       }
       const keys = s.propertyNames
-        ? valid({ type: 'string', ...(s.propertyNames as Schema) })
+        ? (valid({ type: 'string', ...(s.propertyNames as Schema) }) as fc.Arbitrary<string>)
         : fc.string({ unit: 'grapheme', minLength: 1, maxLength: 12 });
       return fc.dictionary(keys, valid(s.additionalProperties as Schema), {
         maxKeys: Math.min(Number(s.maxProperties ?? 4), 4),
@@ -121,16 +121,14 @@ type Case =
   | { kind: 'path'; method: string; path: string };
 
 const mutated: fc.Arbitrary<Case> = fc.oneof(
-  fc
-    .tuple(validBody, fc.constantFrom(...fields))
-    .chain(([body, field]) =>
-      mutation(field).map((value): Case => ({
-        kind: 'mutated',
-        body: { ...body, [field]: value },
-        field,
-        how: 'replaced',
-      })),
-    ),
+  fc.tuple(validBody, fc.constantFrom(...fields)).chain(([body, field]) =>
+    mutation(field).map((value): Case => ({
+      kind: 'mutated',
+      body: { ...body, [field]: value },
+      field,
+      how: 'replaced',
+    })),
+  ),
   fc.tuple(validBody, fc.constantFrom(...fields)).map(([body, field]): Case => {
     const out = { ...body };
     delete out[field];

@@ -1,10 +1,13 @@
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { silentLogger } from '@smelter-fleet/core';
-import { allocationService, fleetService } from '@smelter-fleet/allocator';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { allocationService, CallerAuth, fleetService } from '@smelter-fleet/allocator';
 import { MemoryStore } from '@smelter-fleet/memory-store';
 import { fleetSpec, newServer } from '@smelter-fleet/testing';
 import { OPENAPI_DOCUMENT } from './openapi.js';
-import { restRouter, type RestOptions } from './rest.js';
+import { pendingRestRouter, restRouter, type RestOptions } from './rest.js';
 import { OpenApiChecker, RestTestClient, serveRouter } from './rest-testing.js';
 
 describe('REST mirror', () => {
@@ -259,6 +262,52 @@ describe('REST mirror', () => {
     const bad = await rest.call('GET', '/v1/fleets/No_Such');
     expect(bad.status).toBe(400);
     expect(bad.body.error.field).toBe('name');
+  });
+
+  it('callers need a listed bearer token (the allocator CallerAuth); the document stays public', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rest-auth-'));
+    writeFileSync(join(dir, 'tokens'), 'backend:s3cret-token\n');
+    const auth = await CallerAuth.create({ tokensFile: join(dir, 'tokens'), pollIntervalMs: 60_000 });
+    try {
+      await start({ auth });
+      await addReady('s1');
+      const missing = await rest.call('POST', '/v1/allocations', { body: { fleet: 'f', composition_id: 'c1' } });
+      expect(missing.status).toBe(401);
+      expect(missing.headers.get('www-authenticate')).toBe('Bearer');
+      expect(missing.body.error).toMatchObject({ code: 'UNAUTHENTICATED', field: 'authorization' });
+      const wrong = await rest.call('GET', '/v1/fleets', { headers: { authorization: 'Bearer nope' } });
+      expect(wrong.status).toBe(401);
+      expect(wrong.text).not.toContain('nope');
+      // Refused before the body is even looked at.
+      const bad = await rest.call('POST', '/v1/allocations', { body: '{', headers: { authorization: 'Basic x' } });
+      expect(bad.status).toBe(401);
+      expect(await store.getAllocation('c1')).toBeUndefined();
+
+      const ok = await rest.call('POST', '/v1/allocations', {
+        body: { fleet: 'f', composition_id: 'c1' },
+        headers: { authorization: 'Bearer s3cret-token' },
+      });
+      expect(ok.status).toBe(200);
+      expect((await rest.call('GET', '/openapi.json')).status).toBe(200);
+    } finally {
+      auth.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a pending router answers 503 on its paths until served, and passes others on', async () => {
+    const pending = pendingRestRouter();
+    served = await serveRouter(pending.router, (app) => app.use((_req, res) => void res.status(418).end()));
+    rest = new RestTestClient(served.url);
+    const early = await rest.call('GET', '/v1/fleets');
+    expect(early.status).toBe(503);
+    expect(early.body.error.code).toBe('UNAVAILABLE');
+    expect((await fetch(`${served.url}/v1/compositions/c1/smelter/status`)).status).toBe(418);
+    pending.serve({
+      allocation: allocationService(store, silentLogger),
+      fleet: fleetService({ store, fleetInfo: () => ({ smelterCommand: '', emulated: false }), logger: silentLogger }),
+    });
+    expect((await rest.call('GET', '/v1/fleets')).status).toBe(200);
   });
 
   it('serves its OpenAPI document, whose every schema compiles', async () => {

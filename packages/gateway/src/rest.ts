@@ -1,7 +1,13 @@
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { FleetError, silentLogger, type Logger } from '@smelter-fleet/core';
-import { directCallContext, type allocationService, type fleetService } from '@smelter-fleet/allocator';
+import {
+  directCallContext,
+  httpAuthRequest,
+  type allocationService,
+  type AuthRequest,
+  type fleetService,
+} from '@smelter-fleet/allocator';
 import type { allocationV1, fleetV1 } from '@smelter-fleet/proto';
 import express, { type NextFunction, type Request, type Response, type Router } from 'express';
 import { OPENAPI_DOCUMENT, type RestErrorCode } from './openapi.js';
@@ -9,17 +15,9 @@ import { OPENAPI_DOCUMENT, type RestErrorCode } from './openapi.js';
 type AllocationServiceImpl = ReturnType<typeof allocationService>;
 type FleetServiceImpl = ReturnType<typeof fleetService>;
 
-/** What a caller presented (the allocator's AuthRequest). */
-export interface RestAuthRequest {
-  authorization?: string | undefined;
-  peerCertificateAuthorized?: boolean | undefined;
-  peerCertificatePresent?: boolean | undefined;
-  peerCommonName?: string | undefined;
-}
-
 /** Caller authentication, e.g. the allocator's CallerAuth: `check` throws FleetError UNAUTHENTICATED/PERMISSION_DENIED. */
 export interface RestCallerAuth {
-  check(req: RestAuthRequest): unknown;
+  check(req: AuthRequest): unknown;
   /** Whether callers must send a bearer token (a 401 then says `WWW-Authenticate: Bearer`). */
   readonly requiresToken?: boolean;
 }
@@ -160,20 +158,6 @@ function isStatusError(err: unknown): err is Error & { status: number } {
 
 function isBodyParserError(err: unknown): err is Error & { status: number; type: string; limit?: number } {
   return isStatusError(err) && typeof (err as { type?: unknown }).type === 'string';
-}
-
-/** What a caller presented: the Authorization header and, on a TLS socket, its client certificate. */
-function authRequest(req: IncomingMessage): RestAuthRequest {
-  const socket = req.socket as Partial<TLSSocket>;
-  const peer = socket.getPeerCertificate?.(false);
-  const present = peer !== undefined && peer !== null && Object.keys(peer).length > 0;
-  const cn: unknown = present ? peer.subject?.CN : undefined;
-  return {
-    authorization: req.headers.authorization,
-    peerCertificateAuthorized: socket.authorized === true,
-    peerCertificatePresent: present,
-    peerCommonName: Array.isArray(cn) ? (cn[0] as string) : (cn as string | undefined),
-  };
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -345,7 +329,8 @@ export function restRouter(options: RestOptions): Router {
   guarded.use((req, res, next) => {
     if (!auth) return next();
     try {
-      auth.check(authRequest(req));
+      // A plain socket has no certificate: the TLS fields then read as absent.
+      auth.check(httpAuthRequest({ headers: req.headers, socket: req.socket as TLSSocket }));
     } catch (err) {
       logger.warn('REST caller refused', { method: req.method, path: req.path, reason: (err as Error).message });
       return send(req, res, err instanceof FleetError ? withField(err, 'authorization') : err);
@@ -492,5 +477,25 @@ function notFound(field: string) {
     if (body.error.code === 'NOT_FOUND' && !body.error.field)
       throw new RestError('NOT_FOUND', body.error.message, field);
     throw err;
+  };
+}
+
+/**
+ * A router to hand to the gateway before the services exist (`up` starts the allocator after the gateway, whose
+ * URL the allocations carry); `serve(options)` plugs the REST mirror in. Until then its paths answer 503.
+ */
+export function pendingRestRouter(): { router: Router; serve(options: RestOptions): void } {
+  let inner: Router | undefined;
+  const router = express.Router();
+  router.use((req, res, next) => {
+    if (inner) return inner(req, res, next);
+    if (!/^\/v1\/(allocations|fleets)(\/|$)/.test(req.path)) return next();
+    res.status(503).json({ error: { code: 'UNAVAILABLE', message: 'the allocator is starting; retry' } });
+  });
+  return {
+    router,
+    serve(options) {
+      inner = restRouter(options);
+    },
   };
 }
