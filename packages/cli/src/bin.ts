@@ -30,7 +30,7 @@ Usage:
       Keeps the fleets in the shared store at size, servers as local child processes linked to an allocator.
   smelter-fleet controller --kubernetes --store redis://... --link host:port [--sidecar-image IMAGE] [--kubeconfig F]
                            [--namespace N] [--leader-election-id ID] [--lease-duration 15s] [--renew-deadline 10s]
-                           [--retry-period 2s] [--metrics-port N]
+                           [--retry-period 2s] [--pod-annotation k=v]... [--metrics-port N]
       Fleets from SmelterFleet resources, servers as pods (--link: the allocators' fleet link as pods reach it);
       replicas elect one leader on a Lease. Without --kubeconfig, the in-cluster config.
   smelter-fleet allocate --fleet <name> --composition <id> [--label k=v]... [--metadata k=v]... [--wait 10s] [--json]

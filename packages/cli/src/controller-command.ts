@@ -5,7 +5,7 @@ import { jsonLogger, linkToken, parseDurationMs } from '@smelter-fleet/core';
 import { loadKubeConfig, type KubeConfig } from '@smelter-fleet/kubernetes';
 import { ProcessRuntime } from '@smelter-fleet/process-runtime';
 import { emulatorMainPath } from '@smelter-fleet/smelter-emulator';
-import { parsing, port, UsageError } from './args.js';
+import { keyValues, parsing, port, UsageError } from './args.js';
 import { logLevel, sharedStoreValue, type ScaleOutContext } from './allocator-command.js';
 import { CommandError } from './client-commands.js';
 import { serveMetrics } from './metrics-server.js';
@@ -54,6 +54,7 @@ export async function controllerCommand(argv: string[], ctx: ControllerContext):
         'lease-duration': { type: 'string' },
         'renew-deadline': { type: 'string' },
         'retry-period': { type: 'string' },
+        'pod-annotation': { type: 'string', multiple: true },
       },
     }),
   );
@@ -66,6 +67,7 @@ export async function controllerCommand(argv: string[], ctx: ControllerContext):
     'lease-duration',
     'renew-deadline',
     'retry-period',
+    'pod-annotation',
   ] as const)
     if (values[flag] !== undefined) throw new UsageError(`controller: --${flag} needs --kubernetes`);
   const level = logLevel('controller', values['log-level']);
@@ -154,6 +156,7 @@ async function kubernetesControllerCommand(
     'lease-duration'?: string | undefined;
     'renew-deadline'?: string | undefined;
     'retry-period'?: string | undefined;
+    'pod-annotation'?: string[] | undefined;
   },
   ctx: ControllerContext,
 ): Promise<void> {
@@ -170,6 +173,7 @@ async function kubernetesControllerCommand(
   const leaseDurationMs = durationFlag('lease-duration', values['lease-duration']);
   const renewDeadlineMs = durationFlag('renew-deadline', values['renew-deadline']);
   const retryPeriodMs = durationFlag('retry-period', values['retry-period']);
+  const podAnnotations = keyValues('pod-annotation', values['pod-annotation']);
   let kubeConfig: KubeConfig;
   try {
     kubeConfig = loadKubeConfig({ kubeconfigPath: values.kubeconfig, inCluster: ctx.kubernetes?.inCluster ?? false });
@@ -201,6 +205,7 @@ async function kubernetesControllerCommand(
       linkSecret: opened.linkSecret,
       linkAddress: values.link,
       sidecarImage: values['sidecar-image'] ?? 'smelter-fleet:latest',
+      pod: { podAnnotations },
       leaseName: values['leader-election-id'] ?? 'smelter-fleet-controller',
       ...(ctx.kubernetes?.podName && { identity: ctx.kubernetes.podName }),
       ...(leaseDurationMs !== undefined && { leaseDurationMs }),
