@@ -1,4 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +8,18 @@ import { fileURLToPath } from 'node:url';
 
 export const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 export const bin = join(repoRoot, 'packages/cli/dist/bin.js');
+
+/**
+ * The API token every process of this test file shares: `up` reuses it (it is its state directory's
+ * api-token, mode 0600), client commands send it by default, stand-alone allocators take `allocatorAuth`.
+ */
+export const stateDir = mkdtempSync(join(tmpdir(), 'smelter-fleet-e2e-state-'));
+export const apiToken = randomBytes(24).toString('base64url');
+export const apiTokenFile = join(stateDir, 'api-token');
+writeFileSync(apiTokenFile, `e2e:${apiToken}\n`, { mode: 0o600 });
+/** Caller-auth flags for `smelter-fleet allocator`: this file's token list. */
+export const allocatorAuth = ['--auth-tokens', apiTokenFile];
+const stateEnv = { SMELTER_FLEET_STATE_DIR: stateDir };
 
 export interface CliResult {
   code: number;
@@ -20,7 +33,7 @@ export function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliRes
     execFile(
       process.execPath,
       [bin, ...args],
-      { env: { ...process.env, ...env }, timeout: 60_000 },
+      { env: { ...process.env, ...stateEnv, ...env }, timeout: 60_000 },
       (err, stdout, stderr) => {
         const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
         resolve({ code, stdout, stderr });
@@ -74,7 +87,10 @@ export class Running {
 
 export function start(args: string[], env: NodeJS.ProcessEnv = {}): Running {
   return new Running(
-    spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }),
+    spawn(process.execPath, [bin, ...args], {
+      env: { ...process.env, ...stateEnv, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
   );
 }
 

@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { RedisStore } from '@smelter-fleet/redis-store';
 import { alive, fleetSpec, freePort, newServer, RedisServer, untilServers } from '@smelter-fleet/testing';
-import { autoscalerYaml, cli, fleetYaml, start, tempFile, type Running, stopAll } from './helpers.js';
+import { allocatorAuth, autoscalerYaml, cli, fleetYaml, start, tempFile, type Running, stopAll } from './helpers.js';
 
 jest.setTimeout(60_000);
 
@@ -32,12 +32,55 @@ describe('smelter-fleet with --store redis://', () => {
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/controller: --store: redis:\/\/ takes one host/);
     const port = await freePort();
-    const down = await cli(['allocator', '--store', `redis://user:pw@127.0.0.1:${port}`, '--allocator-port', '0']);
+    const down = await cli([
+      'allocator',
+      '--store',
+      `redis://user:pw@127.0.0.1:${port}`,
+      '--allocator-port',
+      '0',
+      ...allocatorAuth,
+    ]);
     expect(down.code).toBe(1);
     expect(down.stderr).toMatch(
       new RegExp(`allocator: --store redis://user:\\*\\*\\*@127.0.0.1:${port}: cannot connect`),
     );
     expect(down.stderr).not.toContain(':pw@');
+  });
+
+  it('a stand-alone allocator refuses to run open; --insecure is explicit and warns', async () => {
+    const open = await cli(['allocator', '--store', redis.url, '--allocator-port', '0']);
+    expect(open.code).toBe(2);
+    expect(open.stderr).toMatch(/allocator: no caller authentication: give --auth-tokens FILE .* --insecure/);
+    const insecure = run([
+      'allocator',
+      '--store',
+      `${redis.url}?prefix=e2e-open`,
+      '--allocator-port',
+      '0',
+      '--insecure',
+    ]);
+    const address = (await insecure.waitFor(/listening on (\S+)/)).match[1]!;
+    await insecure.waitFor(/caller authentication is OFF/);
+    await insecure.waitFor(/^callers: NOT authenticated \(--insecure\)/);
+    const status = await cli(['status', '--allocator', address], { SMELTER_FLEET_STATE_DIR: '/nonexistent' });
+    expect(status.stderr).toBe('');
+  });
+
+  it('a stand-alone allocator with --auth-tokens refuses a caller without the token', async () => {
+    const replica = run([
+      'allocator',
+      '--store',
+      `${redis.url}?prefix=e2e-tokens`,
+      '--allocator-port',
+      '0',
+      ...allocatorAuth,
+    ]);
+    const address = (await replica.waitFor(/listening on (\S+)/)).match[1]!;
+    expect((await cli(['status', '--allocator', address])).code).toBe(0);
+    const refused = await cli(['status', '--allocator', address], { SMELTER_FLEET_TOKEN: 'not-the-token' });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/status: UNAUTHENTICATED: invalid bearer token/);
+    expect(refused.stderr).not.toContain('not-the-token');
   });
 
   it('up --store redis:// shares its fleet with a stand-alone replica', async () => {
@@ -46,7 +89,7 @@ describe('smelter-fleet with --store redis://', () => {
     const up = run(['up', '--store', url, '-f', fleetFile, '--allocator-port', '0']);
     await up.waitFor(/allocator listening on \S+ \(gRPC\), store redis:\/\/127\.0\.0\.1/);
     await up.waitFor(/^status upfleet: Ready 1$/);
-    const replica = run(['allocator', '--store', url, '--allocator-port', '0']);
+    const replica = run(['allocator', '--store', url, '--allocator-port', '0', ...allocatorAuth]);
     const address = (await replica.waitFor(/listening on (\S+)/)).match[1]!;
     const allocated = await cli(['allocate', '--allocator', address, '--fleet', 'upfleet', '--composition', 'u1']);
     expect(allocated.stderr).toBe('');
@@ -63,7 +106,7 @@ describe('smelter-fleet with --store redis://', () => {
       await store.addServer(newServer('s1', 'f'));
       await store.updateServer('s1', { event: 'Healthy' });
       await store.close();
-      const replica = run(['allocator', '--store', url, '--allocator-port', '0']);
+      const replica = run(['allocator', '--store', url, '--allocator-port', '0', ...allocatorAuth]);
       const address = (await replica.waitFor(/listening on (\S+)/)).match[1]!;
       const allocate = () => cli(['allocate', '--allocator', address, '--fleet', 'f', '--composition', 'c1', '--json']);
       await own.kill();
@@ -83,7 +126,7 @@ describe('smelter-fleet with --store redis://', () => {
 
   it("runs the fleet file's autoscalers in the stand-alone controller, fed by allocations on a replica", async () => {
     const url = `${redis.url}?prefix=e2e-scale`;
-    const replica = run(['allocator', '--store', url, '--allocator-port', '0']);
+    const replica = run(['allocator', '--store', url, '--allocator-port', '0', ...allocatorAuth]);
     const address = (await replica.waitFor(/listening on (\S+)/)).match[1]!;
     const fleetFile = tempFile(
       'fleet.yaml',
@@ -110,8 +153,8 @@ describe('smelter-fleet with --store redis://', () => {
 
   it('runs a controller and two allocator replicas on one Redis: either replica allocates, retries agree', async () => {
     const url = `${redis.url}?prefix=e2e-cli`;
-    const a1 = run(['allocator', '--store', url, '--allocator-port', '0']);
-    const a2 = run(['allocator', '--allocator-port', '0'], { SMELTER_FLEET_STORE: url });
+    const a1 = run(['allocator', '--store', url, '--allocator-port', '0', ...allocatorAuth]);
+    const a2 = run(['allocator', '--allocator-port', '0', ...allocatorAuth], { SMELTER_FLEET_STORE: url });
     const addr1 = (await a1.waitFor(/listening on (\S+)/)).match[1]!;
     const addr2 = (await a2.waitFor(/listening on (\S+)/)).match[1]!;
     // The controller's sidecars link to replica 1 with tokens from the secret kept in Redis.

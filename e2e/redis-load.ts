@@ -5,7 +5,7 @@ import { connectAllocator, type AllocatorClients } from '@smelter-fleet/allocato
 import { parseFleetFile, systemClock, type Store } from '@smelter-fleet/core';
 import type { HistoryRecorder } from '@smelter-fleet/testing';
 import { ClientError, Status } from 'nice-grpc';
-import { start, type Running } from './helpers.js';
+import { allocatorAuth, apiToken, start, type Running } from './helpers.js';
 
 export interface Replica {
   process: Running;
@@ -15,11 +15,13 @@ export interface Replica {
 
 /** Starts `n` `smelter-fleet allocator` processes on free ports against the store at `url`. */
 export async function startReplicas(url: string, n: number): Promise<Replica[]> {
-  const started = Array.from({ length: n }, () => start(['allocator', '--store', url, '--allocator-port', '0']));
+  const started = Array.from({ length: n }, () =>
+    start(['allocator', '--store', url, '--allocator-port', '0', ...allocatorAuth]),
+  );
   return Promise.all(
     started.map(async (process) => {
       const address = (await process.waitFor(/listening on (\S+)/)).match[1]!;
-      return { process, address, clients: connectAllocator(address) };
+      return { process, address, clients: connectAllocator(address, { token: apiToken }) };
     }),
   );
 }

@@ -60,8 +60,8 @@ export async function allocatorCommand(argv: string[], ctx: ScaleOutContext): Pr
   );
   const logger = jsonLogger({ level: logLevel('allocator', values['log-level']) });
   const regions = regionRouting('allocator', values);
-  const auth = await serverAuth('allocator', values, logger);
   const storeValue = sharedStoreValue('allocator', values.store ?? ctx.defaultStore);
+  const auth = await serverAuth('allocator', values, logger);
   const gatewayUrl =
     values['gateway-url'] === undefined ? undefined : publicUrl('allocator', 'gateway-url', values['gateway-url']);
   const host = values['allocator-host'] ?? '127.0.0.1';
