@@ -1,10 +1,13 @@
 import { parseArgs } from 'node:util';
+import { allocationService, fleetService, RegionRouter, type CallerAuth } from '@smelter-fleet/allocator';
 import { jsonLogger } from '@smelter-fleet/core';
-import { startGateway } from '@smelter-fleet/gateway';
+import { pendingRestRouter, startGateway } from '@smelter-fleet/gateway';
 import { logLevel, type ScaleOutContext } from './allocator-command.js';
 import { parsing, port, UsageError } from './args.js';
 import { CommandError } from './client-commands.js';
 import { openStore } from './store-option.js';
+import { describeAuth, serverAuth } from './auth-options.js';
+import { REGION_OPTIONS, regionRouting } from './region-options.js';
 
 /** The gateway's port when `--gateway-port` is not given (`up` and `gateway`). */
 export const DEFAULT_GATEWAY_PORT = 8090;
@@ -39,6 +42,10 @@ export async function gatewayCommand(argv: string[], ctx: ScaleOutContext): Prom
         'gateway-host': { type: 'string' },
         'public-url': { type: 'string' },
         'log-level': { type: 'string' },
+        // The REST mirror of the allocation API, served only with caller auth (the listener is plain HTTP).
+        'auth-tokens': { type: 'string' },
+        insecure: { type: 'boolean' },
+        ...REGION_OPTIONS,
       },
     }),
   );
@@ -54,21 +61,49 @@ export async function gatewayCommand(argv: string[], ctx: ScaleOutContext): Prom
   const gatewayPort = port('gateway-port', values['gateway-port'], DEFAULT_GATEWAY_PORT);
   const publicBase =
     values['public-url'] === undefined ? undefined : publicUrl('gateway', 'public-url', values['public-url']);
-  const opened = await openStore('gateway', storeValue, { logger, linkSecret: ctx.linkSecret });
-  const gateway = await startGateway({ store: opened.store, host, port: gatewayPort, logger }).catch(
-    async (err: Error) => {
-      await opened.store.close();
-      throw new CommandError(`gateway: cannot listen on ${host}:${gatewayPort}: ${err.message}`);
-    },
-  );
+  const restWanted = values['auth-tokens'] !== undefined || values.insecure === true;
+  const regions = regionRouting('gateway', values);
+  const auth: CallerAuth | undefined = restWanted ? await serverAuth('gateway', values, logger) : undefined;
+  const opened = await openStore('gateway', storeValue, { logger, linkSecret: ctx.linkSecret }).catch((err) => {
+    auth?.close();
+    throw err;
+  });
+  const rest = pendingRestRouter();
+  const gateway = await startGateway({
+    store: opened.store,
+    host,
+    port: gatewayPort,
+    logger,
+    ...(restWanted && { extraRoutes: rest.router }),
+  }).catch(async (err: Error) => {
+    auth?.close();
+    await opened.store.close();
+    throw new CommandError(`gateway: cannot listen on ${host}:${gatewayPort}: ${err.message}`);
+  });
   const base = publicBase ?? gateway.url;
+  const router = auth ? new RegionRouter(opened.store, { logger, ...regions }) : undefined;
+  if (auth && router)
+    rest.serve({
+      allocation: allocationService(opened.store, logger, { gatewayUrl: base }, router),
+      // What the servers run is the allocators' knowledge, not the gateway's.
+      fleet: fleetService({ store: opened.store, fleetInfo: () => ({ smelterCommand: '', emulated: false }), logger }),
+      auth,
+      logger,
+    });
   ctx.out(`smelter-fleet gateway: listening on ${gateway.url}, store ${opened.description}`);
   ctx.out(
     `compositions at ${base}/v1/compositions/{composition_id}/smelter/... ` +
       `(run allocators with --gateway-url ${base} so allocations carry it)`,
   );
+  ctx.out(
+    auth
+      ? `REST API: ${base}/v1/allocations, /v1/fleets (OpenAPI at ${base}/openapi.json); callers: ${describeAuth(auth)}`
+      : 'REST API: off (give --auth-tokens FILE, or --insecure, to serve it)',
+  );
   const why = await ctx.stopRequested;
   ctx.out(`stopping (${why})`);
   await gateway.close();
+  router?.close();
+  auth?.close();
   await opened.store.close();
 }
