@@ -381,6 +381,22 @@ describe('gateway', () => {
       other.close();
     });
 
+    it("answers 502 when the composition's Smelter cannot be reached", async () => {
+      await emulatorOf(a1).close();
+      expect(await refused(gw, 'room:1', bearer(a1))).toBe(502);
+    });
+
+    it('answers 502 when Smelter drops the upgrade (it does for any path but /ws)', async () => {
+      const ws = new WebSocket(`${gw.url.replace('http', 'ws')}${base('room:1')}/status`, { headers: bearer(a1) });
+      ws.on('error', () => {});
+      const outcome = await new Promise<string>((resolve) => {
+        ws.once('unexpected-response', (_req, res) => resolve(`HTTP ${res.statusCode}`));
+        ws.once('open', () => resolve('open'));
+      });
+      expect(outcome).toBe('HTTP 502');
+      ws.terminate();
+    });
+
     it('refuses bad tokens before connecting to Smelter', async () => {
       expect(await refused(gw, 'room:1', {})).toBe(401);
       expect(await refused(gw, 'room:1', { authorization: 'Bearer nope' })).toBe(403);

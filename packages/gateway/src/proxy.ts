@@ -84,15 +84,12 @@ export function forward(
   }
   if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;
 
-  const upstreamReq = request({
-    host: upstream.host,
-    port: upstream.port,
-    method: req.method,
-    path,
-    headers,
-    agent: options.agent,
-  });
+  // No body (the usual GET): nothing to stream; and a GET that met a keep-alive socket the upstream had just
+  // closed is sent again.
+  const bodyless = declared === 0 && req.headers['transfer-encoding'] === undefined;
+  const idempotent = bodyless && (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS');
   let done = false;
+  let upstreamReq = send(false);
   const fail = (e: GatewayErrorBody) => {
     if (done) return;
     done = true;
@@ -101,59 +98,71 @@ export function forward(
     sendError(res, e, true);
     res.once('finish', () => req.destroy());
   };
-
   const responseTimer = setTimeout(
     () => upstreamReq.destroy(new UpstreamTimeout('response')),
     options.requestTimeoutMs,
   );
-  upstreamReq.on('socket', (socket) => {
-    if (!socket.connecting) return;
-    const connectTimer = setTimeout(
-      () => upstreamReq.destroy(new UpstreamTimeout('connect')),
-      options.connectTimeoutMs,
-    );
-    socket.once('connect', () => clearTimeout(connectTimer));
-    socket.once('close', () => clearTimeout(connectTimer));
-  });
-  upstreamReq.on('error', (err: Error & { code?: string }) => {
-    if (done) return;
-    if (res.headersSent) {
-      done = true;
-      res.destroy(err);
-      return;
-    }
-    if (err instanceof UpstreamTimeout) {
-      options.logger.warn('upstream timeout', { phase: err.phase, upstream: `${upstream.host}:${upstream.port}` });
-      fail({
-        status: 504,
-        code: 'DEADLINE_EXCEEDED',
-        message:
-          err.phase === 'connect'
-            ? `the composition's Smelter did not accept a connection within ${options.connectTimeoutMs} ms`
-            : `the composition's Smelter did not answer within ${options.requestTimeoutMs} ms`,
-      });
-      return;
-    }
-    options.logger.warn('upstream error', { error: err.message, upstream: `${upstream.host}:${upstream.port}` });
-    fail({
-      status: 502,
-      code: 'UNAVAILABLE',
-      message: `the composition's Smelter is unreachable (${err.code ?? err.message})`,
-    });
-  });
 
-  upstreamReq.on('response', (upstreamRes) => {
-    clearTimeout(responseTimer);
-    if (done) {
-      upstreamRes.resume();
-      return;
-    }
-    res.writeHead(upstreamRes.statusCode ?? 502, forwardableHeaders(upstreamRes.headers));
-    upstreamRes.pipe(res);
-    upstreamRes.once('end', () => (done = true));
-    upstreamRes.once('aborted', () => res.destroy());
-    upstreamRes.once('error', () => res.destroy());
-  });
+  function send(retry: boolean) {
+    const r = request({
+      host: upstream.host,
+      port: upstream.port,
+      method: req.method,
+      path,
+      headers,
+      agent: options.agent,
+    });
+    r.on('socket', (socket) => {
+      if (!socket.connecting) return;
+      const connectTimer = setTimeout(() => r.destroy(new UpstreamTimeout('connect')), options.connectTimeoutMs);
+      socket.once('connect', () => clearTimeout(connectTimer));
+      socket.once('close', () => clearTimeout(connectTimer));
+    });
+    r.on('error', (err: Error & { code?: string }) => {
+      if (done || r !== upstreamReq) return;
+      if (res.headersSent) {
+        done = true;
+        res.destroy(err);
+        return;
+      }
+      if (idempotent && !retry && r.reusedSocket && err.code === 'ECONNRESET') {
+        upstreamReq = send(true);
+        return;
+      }
+      if (err instanceof UpstreamTimeout) {
+        options.logger.warn('upstream timeout', { phase: err.phase, upstream: `${upstream.host}:${upstream.port}` });
+        fail({
+          status: 504,
+          code: 'DEADLINE_EXCEEDED',
+          message:
+            err.phase === 'connect'
+              ? `the composition's Smelter did not accept a connection within ${options.connectTimeoutMs} ms`
+              : `the composition's Smelter did not answer within ${options.requestTimeoutMs} ms`,
+        });
+        return;
+      }
+      options.logger.warn('upstream error', { error: err.message, upstream: `${upstream.host}:${upstream.port}` });
+      fail({
+        status: 502,
+        code: 'UNAVAILABLE',
+        message: `the composition's Smelter is unreachable (${err.code ?? err.message})`,
+      });
+    });
+    r.on('response', (upstreamRes) => {
+      clearTimeout(responseTimer);
+      if (done) {
+        upstreamRes.resume();
+        return;
+      }
+      res.writeHead(upstreamRes.statusCode ?? 502, forwardableHeaders(upstreamRes.headers));
+      upstreamRes.pipe(res);
+      upstreamRes.once('end', () => (done = true));
+      upstreamRes.once('aborted', () => res.destroy());
+      upstreamRes.once('error', () => res.destroy());
+    });
+    if (bodyless) r.end();
+    return r;
+  }
 
   // The client went away before its answer was complete: stop the upstream call too.
   res.once('close', () => {
@@ -161,6 +170,10 @@ export function forward(
     if (!res.writableFinished) upstreamReq.destroy();
   });
 
+  if (bodyless) {
+    req.resume();
+    return;
+  }
   // Request body, streamed with backpressure, counted against the limit.
   let received = 0;
   req.on('data', (chunk: Buffer) => {
