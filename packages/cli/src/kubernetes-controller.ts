@@ -127,11 +127,16 @@ async function lead(options: KubernetesControllerOptions, identity: string, sign
     // A leader that loses the lease leaves the pods to the next one.
     stopServersOnExit: false,
   });
+  // Leadership lost: the runtime lets go at once, so no operation under way (a pod deletion waiting out its grace
+  // period) holds this replica; the next leader adopts what is left.
+  const detach = () => void runtime.detach();
+  signal.addEventListener('abort', detach, { once: true });
   const labeler = new PodLabeler({ kubeConfig, namespace, store, currentPod: (name) => runtime.pod(name), logger });
   const running = controller.run(signal);
   const labeling = labeler.run(signal);
   const scaling = autoscalers.run(signal);
   await Promise.all([running, labeling, scaling, syncing]);
+  signal.removeEventListener('abort', detach);
   await runtime.detach();
   await events.flush();
   out('stopped leading');
