@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, jest } from '@jest/globals';
 import { firstToken } from '@smelter-fleet/allocator';
+// The unit tests' client: every response checked against the OpenAPI document.
+import { RestTestClient } from '../packages/gateway/src/rest-testing.js';
 import { start, stopAll, type Running } from './helpers.js';
 
 jest.setTimeout(60_000);
@@ -20,20 +22,22 @@ describe('REST API of smelter-fleet up (on the gateway listener)', () => {
     const base = (await up.waitFor(/REST API: (\S+)\/v1\/allocations/)).match[1]!;
     await up.waitFor(/^status local: Ready 3$/);
     const apiToken = firstToken(readFileSync(join(stateDir, 'api-token'), 'utf8'))!;
-    const api = { authorization: `Bearer ${apiToken}`, 'content-type': 'application/json' };
+    const anonymous = new RestTestClient(base);
+    const rest = new RestTestClient(base, undefined, { authorization: `Bearer ${apiToken}` });
 
-    const doc = (await (await fetch(`${base}/openapi.json`)).json()) as { openapi: string };
-    expect(doc.openapi).toBe('3.1.0');
-    expect((await fetch(`${base}/v1/fleets`)).status).toBe(401);
+    expect((await anonymous.call('GET', '/openapi.json')).body.openapi).toBe('3.1.0');
+    expect((await anonymous.call('GET', '/v1/fleets')).status).toBe(401);
+    expect((await rest.call('GET', '/v1/fleets/local')).body.fleet).toMatchObject({ name: 'local', emulated: true });
 
-    const res = await fetch(`${base}/v1/allocations`, {
-      method: 'POST',
-      headers: api,
-      body: JSON.stringify({ fleet: 'local', composition_id: 'rest-demo', metadata: { owner: 'e2e' } }),
+    const res = await rest.call('POST', '/v1/allocations', {
+      body: { fleet: 'local', composition_id: 'rest-demo', metadata: { owner: 'e2e' } },
     });
     expect(res.status).toBe(200);
-    const { allocation } = (await res.json()) as {
-      allocation: { gateway_url: string; token: string; media: Record<string, string>; ports: Record<string, number> };
+    const allocation = res.body.allocation as {
+      gateway_url: string;
+      token: string;
+      media: Record<string, string>;
+      ports: Record<string, number>;
     };
     expect(allocation.gateway_url).toBe(`${base}/v1/compositions/rest-demo/smelter`);
     expect(allocation.media.whip_url_template).toBe(`http://127.0.0.1:${allocation.ports.whip_whep}/whip/{input_id}`);
@@ -60,12 +64,10 @@ describe('REST API of smelter-fleet up (on the gateway listener)', () => {
     });
     expect(publisher.status).toBe(201);
 
-    const listed = (await (await fetch(`${base}/v1/allocations?fleet=local`, { headers: api })).json()) as {
-      allocations: { composition_id: string }[];
-    };
-    expect(listed.allocations.map((a) => a.composition_id)).toEqual(['rest-demo']);
-    const released = await fetch(`${base}/v1/allocations/rest-demo`, { method: 'DELETE', headers: api });
-    expect(released.status).toBe(200);
+    const listed = await rest.call('GET', '/v1/allocations?fleet=local');
+    expect(listed.body.allocations.map((a: { composition_id: string }) => a.composition_id)).toEqual(['rest-demo']);
+    expect((await rest.call('DELETE', '/v1/allocations/rest-demo')).status).toBe(200);
+    expect((await rest.call('DELETE', '/v1/allocations/rest-demo')).status).toBe(404);
     // Released: the gateway stops routing at once.
     expect((await fetch(`${allocation.gateway_url}/status`, { headers: composition })).status).toBeGreaterThanOrEqual(
       400,
