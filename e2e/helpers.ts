@@ -27,12 +27,20 @@ export interface CliResult {
   stderr: string;
 }
 
+/**
+ * `up` listens for its gateway on 8090 unless told otherwise: tests running side by side would collide, so every
+ * `up` a test runs gets an ephemeral gateway port unless the test names one (as they all pass --allocator-port 0).
+ */
+function ownPorts(args: string[]): string[] {
+  return args[0] === 'up' && !args.includes('--gateway-port') ? [...args, '--gateway-port', '0'] : args;
+}
+
 /** Runs one smelter-fleet command to completion. */
 export function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      [bin, ...args],
+      [bin, ...ownPorts(args)],
       { env: { ...process.env, ...stateEnv, ...env }, timeout: 60_000 },
       (err, stdout, stderr) => {
         const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
@@ -87,7 +95,7 @@ export class Running {
 
 export function start(args: string[], env: NodeJS.ProcessEnv = {}): Running {
   return new Running(
-    spawn(process.execPath, [bin, ...args], {
+    spawn(process.execPath, [bin, ...ownPorts(args)], {
       env: { ...process.env, ...stateEnv, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     }),

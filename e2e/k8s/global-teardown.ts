@@ -1,5 +1,0 @@
-/** Repeats the skip banner at the end of the run, where it is seen. */
-export default function globalTeardown(): void {
-  const skipped = process.env.SMELTER_FLEET_K8S_SKIP;
-  if (skipped) console.warn(`\nk8s suite SKIPPED: ${skipped}\n`);
-}
