@@ -1,5 +1,4 @@
 import type { IncomingMessage } from 'node:http';
-import type { TLSSocket } from 'node:tls';
 import { FleetError, silentLogger, type Logger } from '@smelter-fleet/core';
 import {
   directCallContext,
@@ -329,8 +328,7 @@ export function restRouter(options: RestOptions): Router {
   guarded.use((req, res, next) => {
     if (!auth) return next();
     try {
-      // A plain socket has no certificate: the TLS fields then read as absent.
-      auth.check(httpAuthRequest({ headers: req.headers, socket: req.socket as TLSSocket }));
+      auth.check(httpAuthRequest(req));
     } catch (err) {
       logger.warn('REST caller refused', { method: req.method, path: req.path, reason: (err as Error).message });
       return send(req, res, err instanceof FleetError ? withField(err, 'authorization') : err);
