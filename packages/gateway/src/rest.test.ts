@@ -3,7 +3,13 @@ import { silentLogger } from '@smelter-fleet/core';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { allocationService, CallerAuth, fleetService } from '@smelter-fleet/allocator';
+import {
+  allocationService,
+  CallerAuth,
+  fleetService,
+  RegionRouter,
+  startAllocatorServer,
+} from '@smelter-fleet/allocator';
 import { MemoryStore } from '@smelter-fleet/memory-store';
 import { fleetSpec, newServer } from '@smelter-fleet/testing';
 import { OPENAPI_DOCUMENT } from './openapi.js';
@@ -292,6 +298,39 @@ describe('REST mirror', () => {
     } finally {
       auth.close();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('region forwarding comes with the service: a full region hands over to its peer, and the answer says so', async () => {
+    // Region "us": its own store and allocator (gRPC), with the only Ready server.
+    const usStore = new MemoryStore();
+    await usStore.putFleet(fleetSpec('f', { region: 'us' }));
+    await usStore.addServer(newServer('us-1', 'f', { address: '10.9.9.9', region: 'us' }));
+    await usStore.updateServer('us-1', { event: 'Healthy' });
+    const us = await startAllocatorServer({ store: usStore, regions: { region: 'us' } });
+    // Region "eu" (this REST mirror's): fleet f with no server.
+    const regions = new RegionRouter(store, { region: 'eu', peers: { us: us.address } });
+    try {
+      await start({ allocation: allocationService(store, silentLogger, {}, regions) });
+      const res = await rest.call('POST', '/v1/allocations', {
+        body: { fleet: 'f', composition_id: 'c1', preference: { regions: ['eu', 'us'] } },
+      });
+      expect(res.status).toBe(200);
+      expect(res.body.allocation).toMatchObject({ region: 'us', server_name: 'us-1', address: '10.9.9.9' });
+      expect(res.body.allocation.media.whip_url_template).toMatch(/^http:\/\/10\.9\.9\.9:\d+\/whip\/\{input_id\}$/);
+      // Get and release reach it there too.
+      expect((await rest.call('GET', '/v1/allocations/c1')).body.allocation.region).toBe('us');
+      expect((await rest.call('DELETE', '/v1/allocations/c1')).status).toBe(200);
+      expect(await usStore.getAllocation('c1')).toBeUndefined();
+      const nowhere = await rest.call('POST', '/v1/allocations', {
+        body: { fleet: 'f', composition_id: 'c2', preference: { regions: ['mars'] } },
+      });
+      expect(nowhere.status).toBe(400);
+      expect(nowhere.body.error.field).toBe('preference.regions');
+    } finally {
+      regions.close();
+      await us.close({ force: true });
+      await usStore.close();
     }
   });
 
