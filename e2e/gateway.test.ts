@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, jest } from '@jest/globals';
-import { connectAllocator, startAllocatorServer, type AllocatorServer } from '@smelter-fleet/allocator';
+import { connectAllocator } from '@smelter-fleet/allocator';
 import { startGateway, type Gateway } from '@smelter-fleet/gateway';
 import { RedisStore } from '@smelter-fleet/redis-store';
 import { startEmulator, type EmulatorHandle } from '@smelter-fleet/smelter-emulator';
@@ -9,14 +9,16 @@ import { start, stopAll, type Running } from './helpers.js';
 
 jest.setTimeout(60_000);
 
-/** Two gateway replicas (one in this process, one a `smelter-fleet gateway` process) over one real Redis. */
+/**
+ * Two gateway replicas (one in this process, one a `smelter-fleet gateway` process) and a stand-alone allocator
+ * process over one real Redis.
+ */
 describe('gateway replicas over one Redis', () => {
   let redis: RedisServer;
   const stores: RedisStore[] = [];
   const emulators: EmulatorHandle[] = [];
   const running: Running[] = [];
   let gateway: Gateway;
-  let allocator: AllocatorServer;
   let forwarded = 0;
 
   const connect = async (url: string) => {
@@ -31,7 +33,6 @@ describe('gateway replicas over one Redis', () => {
   afterEach(async () => {
     await stopAll(running);
     await gateway?.close();
-    await allocator?.close({ force: true });
     await Promise.all(emulators.splice(0).map((e) => e.close()));
     await Promise.all(stores.splice(0).map((s) => s.close()));
   });
@@ -64,8 +65,20 @@ describe('gateway replicas over one Redis', () => {
     const replicaUrl = (await replica.waitFor(/gateway: listening on (\S+), store redis:/)).match[1]!;
     await replica.waitFor(/compositions at https:\/\/gw\.example\/v1\/compositions\/\{composition_id\}\/smelter/);
 
-    allocator = await startAllocatorServer({ store: await connect(url), gatewayUrl: gateway.url });
-    const clients = connectAllocator(allocator.address);
+    // A stand-alone allocator replica, told where the gateway is.
+    const allocatorProcess = start([
+      'allocator',
+      '--store',
+      url,
+      '--allocator-port',
+      '0',
+      '--insecure',
+      '--gateway-url',
+      gateway.url,
+    ]);
+    running.push(allocatorProcess);
+    const allocatorAddress = (await allocatorProcess.waitFor(/allocator: listening on (\S+) \(gRPC\)/)).match[1]!;
+    const clients = connectAllocator(allocatorAddress);
     try {
       const { allocation: a } = await clients.allocation.allocate({ fleet: 'gw', compositionId: 'show:1' });
       expect(a!.gatewayUrl).toBe(`${gateway.url}/v1/compositions/show%3A1/smelter`);
