@@ -198,6 +198,17 @@ describe('gateway', () => {
       expect(seen).toEqual([]);
     });
 
+    it('a composition whose server no longer holds it -> 403, even while the allocation record lives', async () => {
+      // Drained, then recycled to Ready: the store still has the allocation, the server serves nobody.
+      await store.updateServer(a1.serverName, { event: 'Drain' });
+      await store.updateServer(a1.serverName, { event: 'Recycle' });
+      expect(await store.getAllocation('room:1')).toBeDefined();
+      const r = await call(gw.url, `${base('room:1')}/status`, { headers: bearer(a1) });
+      expect(r.status).toBe(403);
+      expect(r.json().error?.message).toMatch(/no longer served: its server "f-1" is Ready/);
+      expect(seen).toEqual([]);
+    });
+
     it('path escapes -> 400 naming the field', async () => {
       for (const path of [
         `${base('room:1')}/../../c2/smelter/status`,
