@@ -2,6 +2,10 @@
 // (memory store), beside a no-op unary gRPC call on the same server as the ceiling; then the same
 // Allocate load spread over 2 allocator replica processes sharing a Redis store, in the same run.
 import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -97,11 +101,26 @@ const redisResult = await (async () => {
     await seed(shared, REDIS_SERVERS);
     const direct = await storeDirect(shared);
     const cli = fileURLToPath(new URL('../../cli/dist/bin.js', import.meta.url));
+    // The replicas check callers as in production: a bearer token list.
+    const token = randomBytes(24).toString('base64url');
+    const tokensFile = join(mkdtempSync(join(tmpdir(), 'bench-auth-')), 'tokens');
+    writeFileSync(tokensFile, `bench:${token}\n`, { mode: 0o600 });
     const addresses = await Promise.all(
       Array.from({ length: REPLICAS }, async () => {
         const child = spawn(
           process.execPath,
-          [cli, 'allocator', '--store', url, '--allocator-port', '0', '--log-level', 'error'],
+          [
+            cli,
+            'allocator',
+            '--store',
+            url,
+            '--allocator-port',
+            '0',
+            '--log-level',
+            'error',
+            '--auth-tokens',
+            tokensFile,
+          ],
           { stdio: ['ignore', 'pipe', 'inherit'] },
         );
         replicas.push(child);
@@ -115,7 +134,7 @@ const redisResult = await (async () => {
     const { stdout: out } = await promisify(execFile)(
       process.execPath,
       [loadScript, addresses.join(','), String(DURATION_MS), String(CONCURRENCY), String(RATE), 'allocate-only'],
-      { maxBuffer: 1 << 20 },
+      { maxBuffer: 1 << 20, env: { ...process.env, SMELTER_FLEET_TOKEN: token } },
     );
     return { ...(JSON.parse(out) as { allocations: Summary; paced: Summary }), direct };
   } finally {

@@ -14,7 +14,11 @@ const concurrency = Number(concurrencyArg ?? 64);
 const rate = Number(rateArg ?? 1000);
 const CHANNELS = 4;
 
-const clients = Array.from({ length: CHANNELS }, (_, i) => connectAllocator(addresses[i % addresses.length]!));
+// An allocator with caller auth wants a bearer token; an in-process one without auth ignores it.
+const token = process.env.SMELTER_FLEET_TOKEN || undefined;
+const clients = Array.from({ length: CHANNELS }, (_, i) =>
+  connectAllocator(addresses[i % addresses.length]!, token === undefined ? {} : { token }),
+);
 const health = clients.map((c) => createClient(HealthDefinition, c.channel));
 let seq = 0;
 
