@@ -204,8 +204,12 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       if (watchAbort.signal.aborted) break;
       // The feed ended or failed: drop what may have been missed, then watch again.
       for (const p of [...pairs]) {
-        const live = await store.getAllocation(p.compositionId).catch(() => undefined);
-        if (!live || live.serverName !== p.serverName) closeWhere((q) => q === p, 'composition released');
+        // An unreadable store is no proof of a release: keep the socket until the store says so.
+        const live = await store.getAllocation(p.compositionId).then(
+          (a) => a !== undefined && a.serverName === p.serverName,
+          () => true,
+        );
+        if (!live) closeWhere((q) => q === p, 'composition released');
       }
       await new Promise((r) => setTimeout(r, watchRetryMs).unref());
     }
