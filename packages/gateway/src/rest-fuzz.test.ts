@@ -3,7 +3,10 @@
 // verdict contradicting the document's (a schema error for a request it accepts, a success for one it refuses).
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { silentLogger } from '@smelter-fleet/core';
-import { allocationService, fleetService } from '@smelter-fleet/allocator';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { allocationService, CallerAuth, fleetService } from '@smelter-fleet/allocator';
 import { MemoryStore } from '@smelter-fleet/memory-store';
 import { fleetSpec, newServer } from '@smelter-fleet/testing';
 import fc from 'fast-check';
@@ -321,6 +324,74 @@ describe('REST fuzzing (cases generated from the OpenAPI document)', () => {
     // Still answering.
     expect((await rest.call('GET', '/openapi.json')).status).toBe(200);
   }, 300_000);
+});
+
+const AUTH_RUNS = 300;
+const TOKEN = 'Zm9vYmFyLXRva2VuLTEyMw';
+
+describe('REST fuzzing of caller authentication', () => {
+  it(`${AUTH_RUNS} Authorization headers: only the listed token passes; the rest get 401 naming authorization`, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rest-fuzz-auth-'));
+    writeFileSync(join(dir, 'tokens'), `backend:${TOKEN}\n`);
+    const auth = await CallerAuth.create({ tokensFile: join(dir, 'tokens'), pollIntervalMs: 60_000 });
+    const store = new MemoryStore();
+    await store.putFleet(fleetSpec('f'));
+    const served = await serveRouter(
+      restRouter({
+        allocation: allocationService(store, silentLogger),
+        fleet: fleetService({
+          store,
+          fleetInfo: () => ({ smelterCommand: '', emulated: false }),
+          logger: silentLogger,
+        }),
+        auth,
+      }),
+    );
+    const rest = new RestTestClient(served.url);
+    // Header values fetch can send: visible ASCII and spaces.
+    const ascii = fc.string({
+      unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)),
+      maxLength: 80,
+    });
+    const header = fc.oneof(
+      ascii,
+      ascii.map((t) => `Bearer ${t}`),
+      fc.constantFrom('Bearer', 'Bearer ', `bearer ${TOKEN}`, `Bearer  ${TOKEN}`, `Basic ${TOKEN}`, `Bearer ${TOKEN}x`),
+      fc.constantFrom(`Bearer ${TOKEN.slice(0, -1)}`, `Bearer ${TOKEN.toLowerCase()}`, `${TOKEN}`),
+    );
+    let passed = 0;
+    try {
+      await fc.assert(
+        fc.asyncProperty(
+          header,
+          fc.constantFrom('GET /v1/fleets', 'GET /v1/allocations', 'DELETE /v1/allocations/c1'),
+          async (h, call) => {
+            const [method, path] = call.split(' ') as [string, string];
+            const res = await rest.call(method, path, { headers: { authorization: h } });
+            const accepted = /^bearer +(\S+) *$/i.exec(h.trim())?.[1] === TOKEN;
+            if (accepted) {
+              passed++;
+              expect(res.status).not.toBe(401);
+            } else {
+              expect(res.status).toBe(401);
+              expect(res.headers.get('www-authenticate')).toBe('Bearer');
+              expect(res.body.error).toMatchObject({ code: 'UNAUTHENTICATED', field: 'authorization' });
+              // Never echoes what was sent.
+              if (h.length > 8) expect(res.text).not.toContain(h);
+            }
+          },
+        ),
+        { seed: SEED, numRuns: AUTH_RUNS, endOnFailure: true },
+      );
+    } finally {
+      await served.close();
+      await store.close();
+      auth.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+    console.log(`REST auth fuzz: ${AUTH_RUNS} cases (seed ${SEED}), ${passed} with the listed token`);
+    expect(passed).toBeGreaterThan(0);
+  }, 120_000);
 });
 
 function isJsonObject(text: string): boolean {
