@@ -42,6 +42,7 @@ const ERRORS = {
   '403': errorResponse('Caller authenticated but not allowed.'),
   '500': errorResponse('Internal error (logged by the server).'),
   '503': errorResponse('Store or peer region unavailable; retry.'),
+  '504': errorResponse('A peer region did not answer in time.'),
 };
 
 const COMPOSITION_ID_PARAM = {
@@ -286,7 +287,6 @@ export const OPENAPI_DOCUMENT = {
           '413': errorResponse('Body too large.'),
           '415': errorResponse('Body not `application/json` (UTF-8).'),
           '429': errorResponse('No Ready server (at once, or when wait_ms ran out).'),
-          '504': errorResponse('A peer region did not answer in time.'),
         },
       },
       get: {
