@@ -237,6 +237,12 @@ describe('gateway', () => {
     expect(r.json().error?.code).toBe('NOT_FOUND');
   });
 
+  it('bound to every interface, names a reachable URL', async () => {
+    const everywhere = await gateway({ host: '0.0.0.0' });
+    expect(everywhere.url).toBe(`http://127.0.0.1:${everywhere.port}`);
+    expect((await call(everywhere.url, `${base('room:1')}/status`, { headers: bearer(a1) })).status).toBe(200);
+  });
+
   it('streams the request body: Smelter sees the request before the body is complete', async () => {
     const arrived = nextEvent(onRequest, (r) => r.url.startsWith('/api/input/'));
     const reply = new Promise<{ status: number; body: string }>((resolve, reject) => {

@@ -29,7 +29,7 @@ export interface GatewayOptions {
 }
 
 export interface Gateway {
-  /** `http://host:port`, the base of every composition's `gateway_url`. */
+  /** `http://host:port` (loopback when bound to every interface), the base of every composition's `gateway_url`. */
   url: string;
   port: number;
   /** Stops listening, closes proxied WebSockets (1001) and open connections. */
@@ -241,7 +241,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     });
   });
   const port = (server.address() as AddressInfo).port;
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  // Bound to every interface: name one that answers (loopback) rather than the unroutable wildcard.
+  const reachable = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
+  const url = `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`;
   logger.info('gateway listening', { url });
 
   let closing: Promise<void> | undefined;
