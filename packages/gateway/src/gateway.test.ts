@@ -3,7 +3,7 @@ import { request, type IncomingHttpHeaders } from 'node:http';
 import type { Allocation } from '@smelter-fleet/core';
 import { MemoryStore } from '@smelter-fleet/memory-store';
 import { startEmulator, type EmulatorHandle } from '@smelter-fleet/smelter-emulator';
-import { fleetSpec, newServer } from '@smelter-fleet/testing';
+import { fleetSpec, newServer, recordingLogger } from '@smelter-fleet/testing';
 import express from 'express';
 import { WebSocket } from 'ws';
 import { startGateway, type Gateway, type GatewayOptions } from './gateway.js';
@@ -235,6 +235,20 @@ describe('gateway', () => {
     const r = await call(withRoutes.url, '/v1/compositions/room:1');
     expect(r.status).toBe(404);
     expect(r.json().error?.code).toBe('NOT_FOUND');
+  });
+
+  it('logs refusals and upstream failures, never a token', async () => {
+    const logger = recordingLogger();
+    const logged = await gateway({ logger, requestTimeoutMs: 100 });
+    await call(logged.url, `${base('room:1')}/status`, { headers: bearer(a2) });
+    await call(logged.url, `${base('room:1')}/status`, { headers: { authorization: `Bearer ${a1.token}x` } });
+    await call(logged.url, `${base('room:1')}/status`, { headers: bearer(a1) });
+    emulatorOf(a2).hang();
+    await call(logged.url, `${base('c2')}/status`, { headers: bearer(a2) });
+    expect(logger.entries.filter((e) => e.msg === 'refused')).toHaveLength(2);
+    expect(logger.entries.some((e) => e.msg === 'upstream timeout')).toBe(true);
+    const text = JSON.stringify(logger.entries);
+    for (const token of [a1.token, a2.token]) expect(text).not.toContain(token);
   });
 
   it('bound to every interface, names a reachable URL', async () => {
