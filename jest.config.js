@@ -25,8 +25,8 @@ export default {
       ...shared,
       displayName: 'k8s',
       testMatch: ['<rootDir>/e2e/k8s/**/*.test.ts'],
-      globalSetup: '<rootDir>/e2e/k8s/global-setup.ts',
-      globalTeardown: '<rootDir>/e2e/k8s/global-teardown.ts',
+      globalSetup: '<rootDir>/e2e/k8s/global-setup.mjs',
+      globalTeardown: '<rootDir>/e2e/k8s/global-teardown.mjs',
     },
   ],
 };

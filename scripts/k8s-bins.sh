@@ -15,13 +15,22 @@ root="$PWD/.cache/k8s"
 bin="$root/bin"
 stamp="$bin/.versions"
 want="k8s=$K8S_VERSION etcd=$ETCD_VERSION kwok=$KWOK_VERSION helm=$HELM_VERSION"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+# Kubernetes binaries built without version stamps report v0.0.0-master, which helm refuses (chart kubeVersion).
+kube_versioned() { "$bin/kube-apiserver" --version 2>/dev/null | grep -qx "Kubernetes $K8S_VERSION"; }
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && kube_versioned; then
   echo "$bin"
   exit 0
 fi
 
 command -v go >/dev/null || { echo "k8s-bins: go not found" >&2; exit 3; }
 mkdir -p "$bin"
+# One build at a time (test runs call this script too); whoever waited finds the work done.
+exec 9>"$root/build.lock"
+flock 9
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && kube_versioned; then
+  echo "$bin"
+  exit 0
+fi
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false -trimpath"
 export CGO_ENABLED=0
 
@@ -57,9 +66,17 @@ import (
 )
 EOF
   (cd "$dir" && go mod tidy)
+  local minor=${K8S_VERSION#v1.}
+  minor=${minor%%.*}
+  local ldflags="" pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+  done
   for cmd in kube-apiserver kube-controller-manager kube-scheduler; do
     log "building $cmd $K8S_VERSION"
-    (cd "$dir" && go build -tags tools -o "$bin/$cmd" "k8s.io/kubernetes/cmd/$cmd")
+    # Built aside, then renamed: a control plane running the old binary keeps it.
+    (cd "$dir" && go build -tags tools -ldflags "$ldflags" -o "$bin/$cmd.new" "k8s.io/kubernetes/cmd/$cmd")
+    mv -f "$bin/$cmd.new" "$bin/$cmd"
   done
 }
 
@@ -75,11 +92,11 @@ build_wrapped() {
   (cd "$dir" && go mod tidy && go build -tags tools -o "$bin/$name" "$pkg")
 }
 
-if [ -f "$stamp" ]; then rm -rf "$bin"; mkdir -p "$bin"; fi
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" != "$want" ]; then rm -rf "$bin"; mkdir -p "$bin"; fi
 [ -x "$bin/etcd" ] || build_wrapped etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3
 [ -x "$bin/kwok" ] || build_wrapped kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
 [ -x "$bin/helm" ] || build_wrapped helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
-{ [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-scheduler" ] && [ -x "$bin/kube-controller-manager" ]; } || build_kube
+{ [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-scheduler" ] && [ -x "$bin/kube-controller-manager" ] && kube_versioned; } || build_kube
 
 for b in etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm; do
   [ -x "$bin/$b" ] || { log "missing $bin/$b after build"; exit 1; }

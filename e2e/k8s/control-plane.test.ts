@@ -1,7 +1,18 @@
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { expect, test } from '@jest/globals';
 import { CoreV1Api } from '@kubernetes/client-node';
-import { alive, KubeApiError, KubeRest, makeCa, issueCert, type KubeObject } from '@smelter-fleet/testing';
+import {
+  alive,
+  ensureK8sBins,
+  KubeApiError,
+  KubeRest,
+  makeCa,
+  issueCert,
+  type KubeObject,
+} from '@smelter-fleet/testing';
 import { describeK8s, useControlPlane } from './harness.js';
 
 interface Pod extends KubeObject {
@@ -38,7 +49,7 @@ describeK8s('test control plane', () => {
     const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
     const nodes = await core.listNode();
     expect(nodes.items).toHaveLength(3);
-  });
+  }, 30_000);
 
   test('a plain pod is scheduled onto a kwok node and becomes Running and Ready', async () => {
     const ns = cluster.namespace;
@@ -60,7 +71,7 @@ describeK8s('test control plane', () => {
     );
     expect(pod?.spec.nodeName).toMatch(/^kwok-node-[012]$/);
     expect(pod?.status?.podIP).toMatch(/^10\./);
-  });
+  }, 60_000);
 
   test('RBAC: a certificate without bindings is forbidden until a RoleBinding allows it; a foreign CA is not authenticated', async () => {
     const ns = cluster.namespace;
@@ -102,7 +113,7 @@ describeK8s('test control plane', () => {
     } finally {
       stranger.close();
     }
-  });
+  }, 30_000);
 
   test('stop() ends every component and removes the directory', async () => {
     const pids = Object.values(cluster.cp.pids());
@@ -111,5 +122,31 @@ describeK8s('test control plane', () => {
     await cluster.cp.stop();
     expect(pids.filter(alive)).toEqual([]);
     expect(existsSync(cluster.cp.dir)).toBe(false);
-  });
+  }, 30_000);
+});
+
+describeK8s('a control plane whose test process dies', () => {
+  test('is killed and removed by its reaper', async () => {
+    const script = fileURLToPath(new URL('./fixtures/orphan-control-plane.mjs', import.meta.url));
+    const binDir = process.env.SMELTER_FLEET_K8S_BIN_DIR ?? ensureK8sBins();
+    const child = spawn(process.execPath, [script, binDir], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    let started: { pids: number[]; dir: string } | undefined;
+    for await (const line of createInterface({ input: child.stdout })) {
+      started = JSON.parse(line) as { pids: number[]; dir: string };
+      break;
+    }
+    expect(started?.pids).toHaveLength(2);
+    expect(started!.pids.every(alive)).toBe(true);
+    expect(existsSync(started!.dir)).toBe(true);
+
+    child.kill('SIGKILL');
+    await exited;
+    // Not our children: their end cannot be awaited, only observed.
+    const deadline = Date.now() + 20_000;
+    while ((started!.pids.some(alive) || existsSync(started!.dir)) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 100));
+    expect(started!.pids.filter(alive)).toEqual([]);
+    expect(existsSync(started!.dir)).toBe(false);
+  }, 120_000);
 });

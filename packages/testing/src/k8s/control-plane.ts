@@ -73,7 +73,7 @@ export interface ControlPlane {
   rest: KubeRest;
   /** A kubeconfig file for a client certificate with this user name and groups (for RBAC checks). */
   userKubeconfig(user: string, groups?: string[]): { path: string; cert: CertPair };
-  /** Creates fake nodes kwok plays kubelet for; resolves with their names once Ready. */
+  /** Creates fake nodes kwok plays kubelet for; resolves with their names once Ready (and schedulable). */
   createNodes(count: number, options?: FakeNodesOptions): Promise<string[]>;
   /** The components' process ids (those still running). */
   pids(): Partial<Record<ControlPlaneComponent, number>>;
@@ -297,7 +297,12 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       usage: 'server',
     });
     const admin = issueCert(ca, { commonName: 'admin', organizations: ['system:masters'], usage: 'client' });
-    const kcm = issueCert(ca, { commonName: 'system:kube-controller-manager', usage: 'client' });
+    // Its bootstrap role assumes --use-service-account-credentials (a token per controller); one identity is simpler.
+    const kcm = issueCert(ca, {
+      commonName: 'system:kube-controller-manager',
+      organizations: ['system:masters'],
+      usage: 'client',
+    });
     const sched = issueCert(ca, { commonName: 'system:kube-scheduler', usage: 'client' });
     // kwok plays every kubelet: simplest to let it do anything.
     const kwokCert = issueCert(ca, { commonName: 'kwok', organizations: ['system:masters'], usage: 'client' });
@@ -488,7 +493,8 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         writeFileSync(path, kubeconfig(server, ca, user, cert), { mode: 0o600 });
         return { path, cert };
       },
-      createNodes: (count, nodeOptions = {}) => createNodes(adminRest, count, nodeOptions),
+      createNodes: (count, nodeOptions = {}) =>
+        createNodes(adminRest, count, nodeOptions, options.controllerManager ?? true),
       pids: () =>
         Object.fromEntries(
           procs
@@ -532,7 +538,12 @@ function indexIp(prefix: string, i: number): string {
   return `${prefix}.${Math.floor(i / 250)}.${(i % 250) + 1}`;
 }
 
-async function createNodes(rest: KubeRest, count: number, options: FakeNodesOptions): Promise<string[]> {
+async function createNodes(
+  rest: KubeRest,
+  count: number,
+  options: FakeNodesOptions,
+  untainted: boolean,
+): Promise<string[]> {
   const prefix = options.namePrefix ?? 'kwok-node';
   const first = options.startIndex ?? 0;
   const names: string[] = [];
@@ -581,12 +592,20 @@ async function createNodes(rest: KubeRest, count: number, options: FakeNodesOpti
   await Promise.all(creates);
   if (options.waitReady ?? true) {
     const wanted = new Set(names);
-    await rest.waitForList<KubeObject & { status?: { conditions?: { type: string; status: string }[] } }>(
+    // Ready, and (with kube-controller-manager) rid of the not-ready taint admission put on it: schedulable.
+    await rest.waitForList<
+      KubeObject & {
+        spec?: { taints?: { key: string }[] };
+        status?: { conditions?: { type: string; status: string }[] };
+      }
+    >(
       '/api/v1/nodes?labelSelector=type%3Dkwok',
       (nodes) =>
         nodes.filter(
           (n) =>
-            wanted.has(n.metadata.name) && n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+            wanted.has(n.metadata.name) &&
+            n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') &&
+            !(untainted && n.spec?.taints?.some((t) => t.key === 'node.kubernetes.io/not-ready')),
         ).length === wanted.size,
       options.signal ?? AbortSignal.timeout(60_000),
     );
