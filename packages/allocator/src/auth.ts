@@ -5,8 +5,13 @@ import { dirname, resolve } from 'node:path';
 import type { Socket } from 'node:net';
 import { createSecureContext, TLSSocket } from 'node:tls';
 import { FleetError, invalidArgument, silentLogger, type Logger } from '@smelter-fleet/core';
-import * as grpc from '@grpc/grpc-js';
+import type * as GrpcJs from '@grpc/grpc-js';
+import { createRequire } from 'node:module';
 import type { ServerMiddleware } from 'nice-grpc';
+
+// grpc-js as nice-grpc loads it: the instance whose server takes our credentials, and one this package has at
+// run time through nice-grpc (its own @grpc/grpc-js entry is a devDependency, for tests).
+const grpc = createRequire(createRequire(import.meta.url).resolve('nice-grpc'))('@grpc/grpc-js') as typeof GrpcJs;
 
 /** How callers of the allocator (gRPC AllocationService/FleetService and the REST mirror) prove who they are. */
 export interface AuthOptions {
@@ -136,9 +141,9 @@ function loadCertificates(files: { cert: string; key: string; ca: string | undef
  * publishes `null` (the server then drops every new connection) when a read fails, and publishes a new
  * certificate before its key; this one only ever publishes a complete, valid set and keeps the last one otherwise.
  */
-class CertificateSetProvider implements grpc.experimental.CertificateProvider {
-  private caListeners = new Set<grpc.experimental.CaCertificateUpdateListener>();
-  private identityListeners = new Set<grpc.experimental.IdentityCertificateUpdateListener>();
+class CertificateSetProvider implements GrpcJs.experimental.CertificateProvider {
+  private caListeners = new Set<GrpcJs.experimental.CaCertificateUpdateListener>();
+  private identityListeners = new Set<GrpcJs.experimental.IdentityCertificateUpdateListener>();
   constructor(private current: CertificateSet) {}
 
   update(set: CertificateSet) {
@@ -148,20 +153,20 @@ class CertificateSetProvider implements grpc.experimental.CertificateProvider {
   }
 
   // grpc-js registers its watcher only after adding the listener: the first update must come later.
-  addCaCertificateListener(listener: grpc.experimental.CaCertificateUpdateListener) {
+  addCaCertificateListener(listener: GrpcJs.experimental.CaCertificateUpdateListener) {
     this.caListeners.add(listener);
     const ca = this.current.ca;
     if (ca) process.nextTick(() => this.caListeners.has(listener) && listener({ caCertificate: ca }));
   }
-  removeCaCertificateListener(listener: grpc.experimental.CaCertificateUpdateListener) {
+  removeCaCertificateListener(listener: GrpcJs.experimental.CaCertificateUpdateListener) {
     this.caListeners.delete(listener);
   }
-  addIdentityCertificateListener(listener: grpc.experimental.IdentityCertificateUpdateListener) {
+  addIdentityCertificateListener(listener: GrpcJs.experimental.IdentityCertificateUpdateListener) {
     this.identityListeners.add(listener);
     const { cert, key } = this.current;
     process.nextTick(() => this.identityListeners.has(listener) && listener({ certificate: cert, privateKey: key }));
   }
-  removeIdentityCertificateListener(listener: grpc.experimental.IdentityCertificateUpdateListener) {
+  removeIdentityCertificateListener(listener: GrpcJs.experimental.IdentityCertificateUpdateListener) {
     this.identityListeners.delete(listener);
   }
 }
@@ -217,7 +222,7 @@ export class CallerAuth {
   private tokenSignature = '';
   private certSignature = '';
   private provider: CertificateSetProvider | undefined;
-  private credentials: grpc.ServerCredentials | undefined;
+  private credentials: GrpcJs.ServerCredentials | undefined;
   private watch: FilesWatch | undefined;
   private listeners = new Set<(e: ReloadEvent) => void>();
   private reloading: Promise<void> = Promise.resolve();
@@ -378,7 +383,7 @@ export class CallerAuth {
   }
 
   /** gRPC server credentials: TLS (with client certificates required under mTLS), rotating with the files; else plaintext. */
-  serverCredentials(): grpc.ServerCredentials {
+  serverCredentials(): GrpcJs.ServerCredentials {
     return this.credentials ?? grpc.ServerCredentials.createInsecure();
   }
 
@@ -451,7 +456,7 @@ export const PEER_CN_METADATA = 'x-smelter-fleet-peer-cn';
  * grpc-js server interceptor copying the client certificate's common name into the call's metadata
  * (PEER_CN_METADATA), where nice-grpc middleware can read it; whatever a caller sent under that key is dropped.
  */
-export const peerCertificateInterceptor: grpc.ServerInterceptor = (_method, call) =>
+export const peerCertificateInterceptor: GrpcJs.ServerInterceptor = (_method, call) =>
   new grpc.ServerInterceptingCall(call, {
     start: (next) =>
       next({
