@@ -106,6 +106,7 @@ describeK8s('SmelterFleet and SmelterFleetAutoscaler CRDs on a real API server',
     ['an empty spec (defaults)', fleet({})],
     ['durations as integer milliseconds', fleet({ drain: { flushTime: 1500, maxDrainTime: 7_200_000 } })],
     ['fractional durations', fleet({ health: { period: '0.5s', leaseTimeout: '1.5m' } })],
+    ['a duration at its maximum, in another unit', fleet({ drain: { flushTime: '3600000ms', maxDrainTime: '168h' } })],
     ['maxSurge 0 with maxUnavailable 1', fleet({ strategy: { rollingUpdate: { maxSurge: 0, maxUnavailable: 1 } } })],
     ['Recreate without rollingUpdate', fleet({ strategy: { type: 'Recreate' } })],
     [
@@ -169,6 +170,7 @@ describeK8s('SmelterFleet and SmelterFleetAutoscaler CRDs on a real API server',
     ['a bad duration', fleet({ drain: { flushTime: 'soon' } }), 'spec.drain.flushTime'],
     ['a duration over its maximum', fleet({ drain: { flushTime: '2h' } }), 'spec.drain.flushTime'],
     ['a negative duration', fleet({ drain: { maxDrainTime: -5 } }), 'spec.drain.maxDrainTime'],
+    ['a duration 1ms over its maximum', fleet({ drain: { flushTime: '3600001ms' } }), 'spec.drain.flushTime'],
     ['a health period under 50ms', fleet({ health: { period: '10ms' } }), 'spec.health.period'],
     ['a lease timeout under 500ms', fleet({ health: { leaseTimeout: 100 } }), 'spec.health.leaseTimeout'],
     ['failureThreshold 0', fleet({ health: { failureThreshold: 0 } }), 'spec.health.failureThreshold'],
@@ -285,6 +287,20 @@ describeK8s('SmelterFleet and SmelterFleetAutoscaler CRDs on a real API server',
       'spec.policy.schedule.activePeriod.duration',
     ],
     ['an empty chain', autoscaler({ fleetName: 'f', policy: { type: 'Chain', chain: [] } }), 'spec.policy.chain'],
+    [
+      'a chain id used twice',
+      autoscaler({
+        fleetName: 'f',
+        policy: {
+          type: 'Chain',
+          chain: [
+            { id: 'x', ...buffer },
+            { id: 'x', ...buffer },
+          ],
+        },
+      }),
+      'spec.policy.chain',
+    ],
     [
       'a bad policy nested in a chain',
       autoscaler({
