@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cli, fleetYaml, start, stopAll, tempFile, type Running } from './helpers.js';
 
-jest.setTimeout(90_000);
+jest.setTimeout(150_000);
 
 // Caller authentication of `smelter-fleet up` as users meet it: the generated API token, and mTLS.
 describe('caller authentication of up', () => {
