@@ -233,7 +233,22 @@ describeK8s('Helm chart deploy/helm/smelter-fleet', () => {
 
   test('helm install into the control plane: CRDs, workloads, RBAC, policies; the controller may do what it needs and nothing else', async () => {
     const ns = cluster.namespace;
-    await helm(['install', 'sf', CHART, '--namespace', ns, '--set', 'exampleFleet.enabled=true', '--timeout', '2m']);
+    const notes = await helm([
+      'install',
+      'sf',
+      CHART,
+      '--namespace',
+      ns,
+      '--set',
+      'exampleFleet.enabled=true',
+      '--timeout',
+      '2m',
+    ]);
+    // The notes tell how to allocate, with the caller token's Secret.
+    expect(notes).toContain(
+      `kubectl -n ${ns} get secret sf-smelter-fleet-allocator-tokens -o jsonpath='{.data.tokens}'`,
+    );
+    expect(notes).toContain('--allocator sf-smelter-fleet-allocator.smelter-fleet.svc:50051 --token "$TOKEN"');
     const rest = cluster.cp.rest;
     // CRDs from the chart's crds/ folder, and the example fleet they made possible.
     await rest.get('/apis/apiextensions.k8s.io/v1/customresourcedefinitions/smelterfleets.smelterfleet.dev');
@@ -336,6 +351,33 @@ describeK8s('Helm chart deploy/helm/smelter-fleet', () => {
     controller.close();
     allocator.close();
   }, 180_000);
+
+  test('other values pass the API server too (server-side dry run: gateway, external Redis, TLS, tokens)', async () => {
+    await cluster.cp.rest.create('/api/v1/namespaces', { metadata: { name: 'other' } });
+    const out = await helm([
+      'install',
+      'sf2',
+      CHART,
+      '--namespace',
+      'other',
+      '--dry-run=server',
+      ...[
+        'gateway.enabled=true',
+        'gateway.publicUrl=https://gw.example.com',
+        'redis.enabled=false',
+        'redis.url=redis://redis.example:6379',
+        'allocator.tls.secretName=allocator-tls',
+        'allocator.tls.requireClientCertificate=true',
+        'allocator.auth.tokens[0].name=backend',
+        'allocator.auth.tokens[0].token=s3cret',
+        'fleet.smelterApiPort=9081',
+        'exampleFleet.enabled=true',
+      ].flatMap((v) => ['--set', v]),
+    ]);
+    expect(out).toMatch(/STATUS: pending-install/);
+    expect(out).toContain('name: sf2-smelter-fleet-gateway');
+    expect(out).toContain('--client-ca=/etc/smelter-fleet/tls/ca.crt');
+  }, 60_000);
 
   test('helm upgrade keeps the generated link secret, Redis password and caller token', async () => {
     const ns = cluster.namespace;
