@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { FleetAutoscaler, type AutoscalerStatus } from '@smelter-fleet/autoscaler';
 import { FleetController, type ControllerMetrics } from '@smelter-fleet/controller';
 import { FleetError, type AutoscalerSpec, type Logger, type Store } from '@smelter-fleet/core';
@@ -67,6 +68,8 @@ export async function runKubernetesController(
 async function lead(options: KubernetesControllerOptions, identity: string, signal: AbortSignal): Promise<void> {
   const { kubeConfig, namespace, store, logger, out } = options;
   out(`leading: reconciling namespace ${namespace}`);
+  // Every part below (informers, store feeds, loops) listens on this one signal.
+  setMaxListeners(100, signal);
   const runtime = new KubernetesRuntime({
     ...options.pod,
     kubeConfig,
