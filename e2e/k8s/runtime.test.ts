@@ -184,18 +184,18 @@ describeK8s('KubernetesRuntime on a real control plane', () => {
     await runner.start();
     cleanups.push(() => runner.stop());
     const stop = new AbortController();
-    cleanups.push(async () => stop.abort());
     const controller = new FleetController({ store, runtime: rt, stopServersOnExit: false });
-    const running = controller.run(stop.signal);
-    cleanups.push(() => running);
     const labeler = new PodLabeler({
       kubeConfig: cluster.kubeConfig,
       namespace: cluster.namespace,
       store,
       currentPod: (n) => rt.pod(n),
     });
-    const labelling = labeler.run(stop.signal);
-    cleanups.push(() => labelling);
+    const loops = Promise.all([controller.run(stop.signal), labeler.run(stop.signal)]);
+    cleanups.push(async () => {
+      stop.abort();
+      await loops;
+    });
 
     await store.putFleet({ ...fleetSpec('live', { replicas: 2 }) });
     const servers = await untilServers(store, (all) => all.filter((s) => s.state === 'Ready').length === 2);
