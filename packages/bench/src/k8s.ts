@@ -5,7 +5,8 @@
 //      controller stopped (the allocation path alone) and running (what its asynchronous pod labeler adds);
 //   3. allocation the Agones way (optimistic updates of API objects) beside ours, same machine, same run.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { createWriteStream, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -33,6 +34,10 @@ const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 5000);
 const AGONES_OBJECTS = Number(process.env.BENCH_AGONES_OBJECTS ?? 4000);
 /** Ready servers seeded in Redis for phase 3's allocators (never recycled during the run). */
 const REDIS_SERVERS = Number(process.env.BENCH_REDIS_SERVERS ?? 30_000);
+/** The controller's --log-level; its output goes to `controller.log` in the control plane's log directory. */
+const CONTROLLER_LOG_LEVEL = process.env.BENCH_CONTROLLER_LOG_LEVEL ?? 'error';
+/** Keep the control plane's (and the controller's) logs after the run. Default off. */
+const KEEP_LOGS = process.env.BENCH_KEEP_LOGS === '1';
 /** Phases to run (comma-separated). Default all. */
 const PHASES = new Set((process.env.BENCH_PHASES ?? '1,2,3').split(','));
 
@@ -45,6 +50,7 @@ const loadScript = fileURLToPath(new URL('./load.js', import.meta.url));
 
 interface Pod extends KubeObject {
   metadata: KubeObject['metadata'] & { labels?: Record<string, string> };
+  spec?: { nodeName?: string };
   status?: { conditions?: { type: string; status: string }[] };
 }
 
@@ -64,10 +70,11 @@ try {
   await cp.createNodes(NODES, { cpu: '64', memory: '512Gi', pods: '110' });
   await cp.rest.create('/api/v1/namespaces', { metadata: { name: NAMESPACE } });
   if (PHASES.has('1') || PHASES.has('2')) await fleetPhases(cp);
+  if (PHASES.has('1')) await deploymentPhase(cp);
   if (PHASES.has('3')) await agonesPhase(cp);
 } finally {
   for (const c of children) c.kill('SIGTERM');
-  await cp.stop();
+  await cp.stop({ keepLogs: KEEP_LOGS });
 }
 console.log(JSON.stringify(results));
 
@@ -109,7 +116,7 @@ async function fleetPhases(cp: ControlPlane): Promise<void> {
           '--sidecar-image',
           'smelter-fleet:bench',
           '--log-level',
-          'error',
+          CONTROLLER_LOG_LEVEL,
         ],
         /^leading: /,
       );
@@ -118,6 +125,7 @@ async function fleetPhases(cp: ControlPlane): Promise<void> {
     // 1. 0 -> PODS Ready pods.
     const podsPath = `/api/v1/namespaces/${NAMESPACE}/pods?labelSelector=${encodeURIComponent(`smelterfleet.dev/fleet=${FLEET}`)}`;
     const ready = (p: Pod) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
+    const before = await requestCounts(cp);
     const applied = performance.now();
     await cp.rest.apply(`/apis/smelterfleet.dev/v1alpha1/namespaces/${NAMESPACE}/smelterfleets/${FLEET}`, {
       apiVersion: 'smelterfleet.dev/v1alpha1',
@@ -134,22 +142,37 @@ async function fleetPhases(cp: ControlPlane): Promise<void> {
       },
     });
     let firstReadyMs: number | undefined;
-    const pods = await cp.rest.waitForList<Pod>(
-      podsPath,
-      (items) => {
-        const n = items.filter(ready).length;
-        if (n > 0 && firstReadyMs === undefined) firstReadyMs = performance.now() - applied;
-        return n >= PODS;
-      },
-      AbortSignal.timeout(600_000),
+    // Progress every 5 s: pods created, scheduled, Ready (where the time goes).
+    const timeline: { s: number; created: number; scheduled: number; ready: number }[] = [];
+    let last = { created: 0, scheduled: 0, ready: 0 };
+    const ticker = setInterval(
+      () => timeline.push({ s: Math.round((performance.now() - applied) / 1000), ...last }),
+      5000,
     );
+    const pods = await cp.rest
+      .waitForList<Pod>(
+        podsPath,
+        (items) => {
+          const n = items.filter(ready).length;
+          last = { created: items.length, scheduled: items.filter((p) => p.spec?.nodeName).length, ready: n };
+          if (n > 0 && firstReadyMs === undefined) firstReadyMs = performance.now() - applied;
+          return n >= PODS;
+        },
+        AbortSignal.timeout(600_000),
+      )
+      .finally(() => clearInterval(ticker));
     const podsMs = performance.now() - applied;
-    results.readyPods = { pods: pods.length, ms: podsMs, firstReadyMs };
+    const phase1Requests = diffCounts(before, await requestCounts(cp));
+    console.log(
+      `   progress (s: created/scheduled/Ready): ${timeline.map((t) => `${t.s}: ${t.created}/${t.scheduled}/${t.ready}`).join(', ')}`,
+    );
+    results.readyPods = { pods: pods.length, ms: podsMs, firstReadyMs, timeline, requests: phase1Requests };
     console.log(
       `\n1. SmelterFleet of ${PODS} on ${NODES} kwok nodes, smelter-fleet controller --kubernetes: ` +
         `${PODS} pods Ready in ${seconds(podsMs)} (first after ${seconds(firstReadyMs ?? NaN)}; target <= 60 s)`,
     );
 
+    console.log(`   API requests meanwhile: ${phase1Requests.total} [${describe(phase1Requests)}]`);
     if (!PHASES.has('2')) return;
     // 2. API requests per allocation. The servers turn Ready through the store (as their sidecars' link reports
     // would: kwok pods run no sidecar), then the labeler labels the pods; wait for that to settle.
@@ -231,6 +254,43 @@ async function fleetPhases(cp: ControlPlane): Promise<void> {
   }
 }
 
+/**
+ * Reference for phase 1: the same number of pods from a plain Deployment (kube-controller-manager's ReplicaSet
+ * controller creates them), i.e. what this control plane does on this machine without our controller.
+ */
+async function deploymentPhase(cp: ControlPlane): Promise<void> {
+  const ns = 'bench-deployment';
+  await cp.rest.create('/api/v1/namespaces', { metadata: { name: ns } });
+  const started = performance.now();
+  await cp.rest.create(`/apis/apps/v1/namespaces/${ns}/deployments`, {
+    metadata: { name: 'reference' },
+    spec: {
+      replicas: PODS,
+      selector: { matchLabels: { app: 'reference' } },
+      template: {
+        metadata: { labels: { app: 'reference' } },
+        spec: {
+          containers: [
+            { name: 'smelter', image: 'smelter:bench', resources: { requests: { cpu: '100m', memory: '256Mi' } } },
+          ],
+        },
+      },
+    },
+  });
+  const ready = (p: Pod) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
+  await cp.rest.waitForList<Pod>(
+    `/api/v1/namespaces/${ns}/pods?labelSelector=app%3Dreference`,
+    (items) => items.filter(ready).length >= PODS,
+    AbortSignal.timeout(600_000),
+  );
+  const ms = performance.now() - started;
+  results.deploymentPods = { ms };
+  console.log(
+    `   reference: a Deployment of ${PODS} (kube-controller-manager creates the pods): Ready in ${seconds(ms)}`,
+  );
+  await cp.rest.delete(`/api/v1/namespaces/${ns}`);
+}
+
 /** Phase 3: Agones-style allocation through the API server, then ours, same concurrency and duration. */
 async function agonesPhase(cp: ControlPlane): Promise<void> {
   await cp.rest.create('/api/v1/namespaces', { metadata: { name: 'agones-style' } });
@@ -304,12 +364,19 @@ async function startProcess(name: string, args: string[], ready: RegExp): Promis
   const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   const lines: string[] = [];
-  createInterface({ input: child.stderr! }).on('line', (l) => lines.push(l));
-  for await (const line of createInterface({ input: child.stdout! })) {
-    lines.push(line);
-    if (ready.test(line)) return { child, lines, address: '', link: '' };
-  }
-  throw new Error(`${name} exited before ${ready}:\n${lines.join('\n')}`);
+  const log = createWriteStream(join(cp.logDir, `${name}.log`), { flags: 'a' });
+  child.once('exit', () => log.end());
+  // Read to the end (a full pipe would block the child), keeping the first lines for errors.
+  return new Promise<Proc>((resolve, reject) => {
+    const keep = (line: string) => {
+      if (lines.length < 200) lines.push(line);
+      log.write(`${new Date().toISOString()} ${line}\n`);
+      if (ready.test(line)) resolve({ child, lines, address: '', link: '' });
+    };
+    createInterface({ input: child.stderr! }).on('line', keep);
+    createInterface({ input: child.stdout! }).on('line', keep);
+    child.once('exit', () => reject(new Error(`${name} exited before ${ready}:\n${lines.join('\n')}`)));
+  });
 }
 
 async function startAllocator(storeUrl: string): Promise<Proc> {
@@ -380,7 +447,10 @@ async function requestsDuring(cp: ControlPlane, run: () => Promise<Summary | voi
   const started = performance.now();
   const result = await run();
   const ms = performance.now() - started;
-  const after = await requestCounts(cp);
+  return { ...diffCounts(before, await requestCounts(cp)), ms, ...(result ? { result } : {}) };
+}
+
+function diffCounts(before: Map<string, number>, after: Map<string, number>): Omit<Requests, 'ms'> {
   const by: Record<string, number> = {};
   let total = 0;
   for (const [key, n] of after) {
@@ -391,10 +461,10 @@ async function requestsDuring(cp: ControlPlane, run: () => Promise<Summary | voi
       total += d;
     }
   }
-  return { total, ms, by, ...(result ? { result } : {}) };
+  return { total, by };
 }
 
-function describe(r: Requests): string {
+function describe(r: Omit<Requests, 'ms'>): string {
   return (
     Object.entries(r.by)
       .sort((a, b) => b[1] - a[1])
