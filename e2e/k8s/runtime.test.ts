@@ -241,10 +241,30 @@ describeK8s('KubernetesRuntime on a real control plane', () => {
       ),
     );
 
+    // An allocated pod deleted from outside (kubectl delete, a node drain): its preStop tells the fleet, which drains
+    // the server, and holds the pod until the composition is over.
+    const held = await store.allocate({ fleet: 'live', compositionId: 'c2', matchLabels: {}, metadata: {} });
+    await cluster.cp.rest.delete(`${podsPath()}/${held.serverName}`);
+    await untilServers(store, (all) => all.some((s) => s.name === held.serverName && s.state === 'Draining'));
+    const terminating = await cluster.cp.rest.get<Pod>(`${podsPath()}/${held.serverName}`);
+    expect(terminating.metadata.deletionTimestamp).toBeDefined();
+    expect(runner.running()).toContain(held.serverName);
+    expect(runner.hooks.filter((h) => h.pod === held.serverName && h.hook === 'preStop')).toEqual([]);
+    await store.release('c2');
+    await waitPods(`smelterfleet.dev/server=${held.serverName}`, (ps) => ps.length === 0);
+    expect(runner.hooks).toContainEqual({ pod: held.serverName, hook: 'preStop', ok: true });
+    // The readiness probe (the pod's own script) ran against the real sidecar and passed.
+    expect(runner.hooks).toContainEqual({ pod: held.serverName, hook: 'readiness', ok: true });
+    await untilServers(
+      store,
+      (all) => all.filter((s) => s.state === 'Ready').length === 2 && !all.some((s) => s.name === held.serverName),
+    );
+
     // Scaled to zero: the pods are deleted; the runner stops their processes through the preStop path.
     await store.putFleet({ ...fleetSpec('live', { replicas: 0 }) });
     await waitPods('smelterfleet.dev/fleet=live', (ps) => ps.length === 0);
     await untilServers(store, (all) => all.length === 0);
+    expect(runner.hooks.filter((h) => h.hook === 'preStop' && !h.ok)).toEqual([]);
     expect(labeler.patchCount).toBeGreaterThanOrEqual(4);
   });
 });

@@ -208,7 +208,8 @@ export class KubernetesRuntime implements Runtime {
   private launched(pod: V1Pod): LaunchedServer | undefined {
     const name = pod.metadata?.name;
     const node = pod.spec?.nodeName;
-    if (!name || !node || pod.metadata?.deletionTimestamp) return undefined;
+    // A terminating pod still runs (its preStop may be waiting for a composition): it is listed until it is gone.
+    if (!name || !node) return undefined;
     const fleet = pod.metadata?.labels?.[FLEET_LABEL];
     const addressType = addressTypeOf(pod);
     const address = podAddress(pod, addressType, this.nodes.get(node));

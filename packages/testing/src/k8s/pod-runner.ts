@@ -82,6 +82,8 @@ const SERVING = ['Ready', 'Allocated', 'Draining'];
  * are the real ones. Not for production, and not a general kubelet: one node of processes, loopback only.
  */
 export class PodRunner {
+  /** Every hook and probe run, in order, with its result (for tests: the pod's own scripts worked). */
+  readonly hooks: { pod: string; hook: 'preStop' | 'readiness'; ok: boolean }[] = [];
   private readonly pods = new Map<string, RunningPod>();
   private readonly path: string;
   private abort = new AbortController();
@@ -294,6 +296,7 @@ export class PodRunner {
             buf = buf.slice(i + 1);
             const state = (JSON.parse(line) as { server?: { state?: string } }).server?.state ?? '';
             const ready = probe ? await this.exec(entry.rewrite(probe)) : SERVING.includes(state);
+            if (probe) this.hooks.push({ pod: entry.name, hook: 'readiness', ok: ready });
             if (ready !== entry.ready && !entry.deleting) {
               entry.ready = ready;
               this.setStatus(entry);
@@ -381,7 +384,11 @@ export class PodRunner {
     const sidecar = entry.procs.get('sidecar');
     if (sidecar) {
       const hook = pod.spec.containers.find((c) => c.name === 'sidecar')?.lifecycle?.preStop?.exec?.command;
-      if (hook) await Promise.race([this.exec(entry.rewrite(hook)), deadline]);
+      if (hook)
+        await Promise.race([
+          this.exec(entry.rewrite(hook)).then((ok) => void this.hooks.push({ pod: entry.name, hook: 'preStop', ok })),
+          deadline,
+        ]);
       smelter?.child.kill('SIGINT');
       sidecar.child.kill('SIGTERM');
     } else {
