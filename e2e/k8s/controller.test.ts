@@ -2,7 +2,7 @@
 // a real Redis, a real allocator process, real sidecars and Smelter emulators run for kwok's pods by the PodRunner.
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect, it, jest } from '@jest/globals';
+import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { parseYamlObjects } from '@smelter-fleet/kubernetes';
 import { emulatorMainPath } from '@smelter-fleet/smelter-emulator';
 import { KWOK_CUSTOM_STATUS, PodRunner, RedisServer, repoRoot, type KubeObject } from '@smelter-fleet/testing';
@@ -297,5 +297,44 @@ describeK8s('smelter-fleet controller --kubernetes on a real control plane', () 
       AbortSignal.timeout(30_000),
     );
     expect(scaler?.status).toMatchObject({ desiredReplicas: 2, currentReplicas: 2 });
+  });
+});
+
+describe('smelter-fleet controller --kubernetes: bad flags are named', () => {
+  it.each([
+    [['--lease-duration', 'soon'], 'controller: --lease-duration "soon": expected a duration like 15s or 500ms'],
+    [
+      ['--lease-duration', '5s', '--renew-deadline', '5s'],
+      'controller: --renew-deadline must be shorter than --lease-duration',
+    ],
+    [['--retry-period', '0s'], 'controller: --retry-period must be more than 0 and shorter than --renew-deadline'],
+  ])('%j', async (flags, message) => {
+    const r = await cli(['controller', '--kubernetes', '--store', 'redis://127.0.0.1:1', '--link', 'a:1', ...flags]);
+    expect([r.code, r.stderr.split('\n')[0]]).toEqual([2, `smelter-fleet ${message}`]);
+  });
+
+  it('needs --link, --kubernetes for its flags, and a readable kubeconfig', async () => {
+    const noLink = await cli(['controller', '--kubernetes', '--store', 'redis://127.0.0.1:1']);
+    expect([noLink.code, noLink.stderr.split('\n')[0]]).toEqual([
+      2,
+      "smelter-fleet controller: --link host:port is needed with --kubernetes (the allocators' fleet link as pods reach it)",
+    ]);
+    const flag = await cli(['controller', '--namespace', 'x', '--store', 'redis://127.0.0.1:1']);
+    expect([flag.code, flag.stderr.split('\n')[0]]).toEqual([
+      2,
+      'smelter-fleet controller: --namespace needs --kubernetes',
+    ]);
+    const missing = await cli([
+      'controller',
+      '--kubernetes',
+      '--store',
+      'redis://127.0.0.1:1',
+      '--link',
+      'a:1',
+      '--kubeconfig',
+      '/nonexistent/kubeconfig',
+    ]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/^smelter-fleet controller: --kubeconfig: ENOENT/);
   });
 });

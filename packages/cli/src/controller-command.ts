@@ -174,6 +174,12 @@ async function kubernetesControllerCommand(
   const renewDeadlineMs = durationFlag('renew-deadline', values['renew-deadline']);
   const retryPeriodMs = durationFlag('retry-period', values['retry-period']);
   const podAnnotations = keyValues('pod-annotation', values['pod-annotation']);
+  // client-go's rules: the leader must give up (renew deadline) before others may take over (lease duration).
+  const [lease, renew, retry] = [leaseDurationMs ?? 15_000, renewDeadlineMs ?? 10_000, retryPeriodMs ?? 2_000];
+  if (lease < 1000) throw new UsageError('controller: --lease-duration must be at least 1s');
+  if (renew >= lease) throw new UsageError('controller: --renew-deadline must be shorter than --lease-duration');
+  if (retry <= 0 || retry >= renew)
+    throw new UsageError('controller: --retry-period must be more than 0 and shorter than --renew-deadline');
   let kubeConfig: KubeConfig;
   try {
     kubeConfig = loadKubeConfig({ kubeconfigPath: values.kubeconfig, inCluster: ctx.kubernetes?.inCluster ?? false });
