@@ -237,8 +237,8 @@ async function fleetPhases(cp: ControlPlane): Promise<void> {
     );
     console.log(
       `   allocation path alone (controller stopped): ${alone.total} requests in ${seconds(alone.ms)} ` +
-        `= ${excess(alone, idleStopped).toFixed(1)} beyond background = ` +
-        `${(excess(alone, idleStopped) / ALLOCATIONS).toFixed(3)} per allocation  [${describe(alone)}]` +
+        `(${(perSecond(idleStopped) * (alone.ms / 1000)).toFixed(1)} expected from background) = ` +
+        `${(Math.max(0, excess(alone, idleStopped)) / ALLOCATIONS).toFixed(3)} per allocation  [${describe(alone)}]` +
         `  (${row('', alone.result!).trim()})`,
     );
     console.log(
