@@ -76,6 +76,8 @@ describeK8s('smelter-fleet controller --kubernetes on a real control plane', () 
   const controllers = new Map<string, Running>();
   let allocated = '';
   let allocatedUid = '';
+  /** The server of composition c2 (autoscaler test). */
+  let held = '';
 
   beforeAll(async () => {
     for (const file of readdirSync(join(repoRoot, 'deploy/crds'))) {
@@ -289,6 +291,7 @@ describeK8s('smelter-fleet controller --kubernetes on a real control plane', () 
       '--json',
     ]);
     expect(r.code).toBe(0);
+    held = (JSON.parse(r.stdout) as { server_name: string }).server_name;
     await waitFleet('shows', (f) => f.spec?.replicas === 2);
     await waitPods('shows', (ps) => ps.length === 2 && ps.every((p) => podReady(p)));
     const [scaler] = await cluster.cp.rest.waitForList<KubeObject & { status?: { desiredReplicas?: number } }>(
@@ -297,6 +300,23 @@ describeK8s('smelter-fleet controller --kubernetes on a real control plane', () 
       AbortSignal.timeout(30_000),
     );
     expect(scaler?.status).toMatchObject({ desiredReplicas: 2, currentReplicas: 2 });
+  });
+
+  it('deleting the SmelterFleet drains it: Ready pods go, the allocated pod and the resource stay until released', async () => {
+    await cluster.cp.rest.delete(`${API}/namespaces/${ns()}/smelterfleetautoscalers/shows-buffer`);
+    await cluster.cp.rest.delete(`${fleetPath()}/shows`);
+    // The pods are owned by the SmelterFleet: without the finalizer the garbage collector would take them all.
+    const left = await waitPods('shows', (ps) => ps.length === 1);
+    expect(left[0]!.metadata.name).toBe(held);
+    expect(state(left[0]!)).toBe('Allocated');
+    expect(left[0]!.metadata.deletionTimestamp).toBeUndefined();
+    const deleting = await cluster.cp.rest.get<Fleet>(`${fleetPath()}/shows`);
+    expect(deleting.metadata.deletionTimestamp).toBeDefined();
+    expect(deleting.metadata.finalizers).toEqual(['smelterfleet.dev/drain']);
+    const r = await cli(['release', '--allocator', allocatorAddress, '--composition', 'c2']);
+    expect(r.code).toBe(0);
+    await waitPods('shows', (ps) => ps.length === 0);
+    await cluster.cp.rest.waitForList<Fleet>(fleetPath(), (items) => items.length === 0, AbortSignal.timeout(60_000));
   });
 });
 
