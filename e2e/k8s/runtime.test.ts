@@ -109,6 +109,10 @@ describeK8s('KubernetesRuntime on a real control plane', () => {
     // Host ports: whip_whep and rtmp from the range, two pods never on the same slot while another is free.
     expect([b.ports.whip_whep, b.ports.rtmp, c.ports.whip_whep, c.ports.rtmp].sort()).toEqual([7000, 7001, 7002, 7003]);
     expect(b.ports.api).toBe(8081);
+    // The API port is not a host port: the gateway reaches it on the pod IP, whatever the media address.
+    expect(a.apiHost).toBeUndefined();
+    expect(b.apiHost).toBe(pod('external-b1').status!.podIP);
+    expect(c.apiHost).toBe(pod(c.name).status!.podIP);
 
     expect(pod('podip-a1').metadata.labels).toMatchObject({
       'smelterfleet.dev/fleet': 'podip',

@@ -398,6 +398,7 @@ export class FleetController {
         address: p.address,
         ports: p.ports,
         node: p.node,
+        ...(p.apiHost !== undefined && { apiHost: p.apiHost }),
         ...(p.pid !== undefined && { pid: p.pid }),
       });
       if (this.exitedEarly.delete(name))

@@ -15,6 +15,8 @@ export interface LaunchedServer {
   /** Host the server runs on. */
   node: string;
   ports: Ports;
+  /** Host of Smelter's API port when it is not `address` (see ServerRecord.apiHost). */
+  apiHost?: string;
   pid?: number;
 }
 

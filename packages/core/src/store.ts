@@ -13,6 +13,7 @@ export interface ServerUpdate {
   pid?: number;
   address?: string;
   ports?: Ports;
+  apiHost?: string;
   /** Host the server runs on, once launched (the controller records a server before launching it). */
   node?: string;
   reason?: string;
@@ -93,6 +94,7 @@ export function applyServerUpdate(server: ServerRecord, update: ServerUpdate, no
   if (update.pid !== undefined) next.pid = update.pid;
   if (update.address !== undefined) next.address = update.address;
   if (update.node !== undefined) next.node = update.node;
+  if (update.apiHost !== undefined) next.apiHost = update.apiHost;
   if (update.ports !== undefined) next.ports = { ...update.ports };
   if (update.labels !== undefined) next.labels = { ...update.labels };
   if (update.annotations !== undefined) next.annotations = { ...update.annotations };

@@ -14,6 +14,11 @@ export interface ServerRecord {
   /** Direct address for media. */
   address: string;
   ports: Ports;
+  /**
+   * Host where Smelter's API port answers for the gateway, when it is not `address` (a Kubernetes pod whose media
+   * address is its node's: the API port is never a host port, so it answers on the pod IP only).
+   */
+  apiHost?: string;
   labels: Record<string, string>;
   /** Free-form notes (SDK annotations land here). */
   annotations: Record<string, string>;

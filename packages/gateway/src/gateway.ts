@@ -92,7 +92,11 @@ export async function authorize(
           message: `composition "${compositionId}" is no longer served: its server "${allocation.serverName}" is ${server ? server.state : 'gone'}`,
         },
       };
-    return { ok: true, upstream: { host: server.address, port: server.ports.api }, serverName: server.name };
+    return {
+      ok: true,
+      upstream: { host: server.apiHost ?? server.address, port: server.ports.api },
+      serverName: server.name,
+    };
   } catch (err) {
     return {
       ok: false,

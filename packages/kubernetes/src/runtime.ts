@@ -214,7 +214,7 @@ export class KubernetesRuntime implements Runtime {
     const addressType = addressTypeOf(pod);
     const address = podAddress(pod, addressType, this.nodes.get(node));
     if (!address || !fleet) return undefined;
-    return { name, address, node, ports: podPorts(pod) };
+    return { name, address, node, ports: podPorts(pod), ...apiHostOf(pod, addressType) };
   }
 
   private async waitScheduled(
@@ -246,8 +246,9 @@ export class KubernetesRuntime implements Runtime {
         }
         if (!pod.spec?.nodeName) return false;
         const address = podAddress(pod, addressType, this.nodes.get(pod.spec.nodeName));
-        if (!address) return false;
-        result = { name, address, node: pod.spec.nodeName, ports: podPorts(pod) };
+        // The gateway reaches the API port on the pod IP: wait for it when the media address is the node's.
+        if (!address || (addressType !== 'PodIP' && !pod.status?.podIP)) return false;
+        result = { name, address, node: pod.spec.nodeName, ports: podPorts(pod), ...apiHostOf(pod, addressType) };
         return true;
       },
       AbortSignal.any([timeout, this.abort.signal, ...(signal ? [signal] : [])]),
@@ -397,6 +398,12 @@ export function exitOf(pod: V1Pod): ServerExit | undefined {
       lastOutput: [`pod ${phase}${pod.status?.reason ? ` (${pod.status.reason}: ${pod.status.message ?? ''})` : ''}`],
     };
   return undefined;
+}
+
+/** The API port is never a host port: with a node address for media, the gateway reaches it on the pod IP. */
+function apiHostOf(pod: V1Pod, addressType: 'ExternalIP' | 'InternalIP' | 'PodIP'): { apiHost?: string } {
+  const podIP = pod.status?.podIP;
+  return addressType !== 'PodIP' && podIP ? { apiHost: podIP } : {};
 }
 
 /** Reads the address type back from a pod: host ports mean a node address (as the fleet default), else the pod IP. */

@@ -251,6 +251,14 @@ export function storeContract(name: string, makeStore: (options?: { clock?: Cloc
       expect((await store.allocate(req('c2'))).serverName).toBe('x1');
     });
 
+    it('keeps the API host recorded after launch, apart from the media address', async () => {
+      await readyServer(store, 's1', 'f');
+      await store.updateServer('s1', { address: '203.0.113.7', apiHost: '10.1.2.3' });
+      const s = await store.getServer('s1');
+      expect(s).toMatchObject({ address: '203.0.113.7', apiHost: '10.1.2.3' });
+      expect((await store.allocate(req('c1'))).address).toBe('203.0.113.7');
+    });
+
     it('gives every allocation its own token', async () => {
       await readyServer(store, 's1', 'f');
       await readyServer(store, 's2', 'f');
