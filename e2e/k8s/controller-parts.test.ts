@@ -164,6 +164,26 @@ describeK8s('controller parts on a real API server', () => {
     expect((await cluster.cp.rest.get<Lease>(leasePath('taken'))).spec.holderIdentity).toBe('a');
   });
 
+  it('a leader whose work fails steps down (no spinning) and another candidate leads', async () => {
+    const stop = new AbortController();
+    stops.push(stop);
+    let failedOnce!: () => void;
+    const failed = new Promise<void>((resolve) => (failedOnce = resolve));
+    let terms = 0;
+    background(
+      elector('a', 'failing').run(stop.signal, async () => {
+        terms++;
+        failedOnce();
+        throw new Error('cannot start reconciling');
+      }),
+    );
+    await failed;
+    const b = campaign(elector('b', 'failing'));
+    await b.led();
+    expect((await cluster.cp.rest.get<Lease>(leasePath('failing'))).spec.holderIdentity).toBe('b');
+    expect(terms).toBeGreaterThanOrEqual(1);
+  });
+
   it('informer: lists, follows changes, and recovers from a failing list (a resource type not there yet)', async () => {
     const stop = new AbortController();
     stops.push(stop);

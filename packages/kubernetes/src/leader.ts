@@ -108,9 +108,12 @@ export class LeaderElector {
       const stopLeading = () => leadership.abort(new Error('leadership ended'));
       signal.addEventListener('abort', stopLeading, { once: true });
       const renewing = this.renew(leadership);
+      let ended = false;
       try {
         await lead(leadership.signal);
+        ended = !leadership.signal.aborted;
       } catch (err) {
+        ended = !leadership.signal.aborted;
         this.logger.error('leader work failed', { error: String(err) });
       } finally {
         stopLeading();
@@ -118,8 +121,14 @@ export class LeaderElector {
         await renewing;
         this.leading = false;
       }
-      if (signal.aborted) await this.release();
-      else this.logger.warn('leadership lost', { identity: this.identity });
+      if (signal.aborted) {
+        await this.release();
+      } else if (ended) {
+        // The work stopped by itself (it failed): let another candidate try, and do not spin.
+        this.logger.warn('leader work ended; stepping down', { identity: this.identity });
+        await this.release();
+        await this.clock.sleep(this.retryPeriodMs, signal).catch(() => undefined);
+      } else this.logger.warn('leadership lost', { identity: this.identity });
     }
   }
 
