@@ -13,6 +13,8 @@ export const describeK8s: typeof describe = k8sSkipReason
     }) as typeof describe)
   : describe;
 
+const keepLogs = process.env.SMELTER_FLEET_K8S_KEEP_LOGS === '1';
+
 export interface TestCluster {
   cp: ControlPlane;
   /** client-node configuration for the admin user. */
@@ -45,7 +47,8 @@ export function useControlPlane(
     if (options.nodes) await cluster.cp.createNodes(options.nodes);
   }, 180_000);
   afterAll(async () => {
-    await cluster.cp?.stop();
+    // SMELTER_FLEET_K8S_KEEP_LOGS=1 keeps the components' logs of every file (their path is printed).
+    await cluster.cp?.stop({ keepLogs });
   }, 60_000);
   return cluster;
 }
