@@ -1,6 +1,8 @@
 // `smelter-fleet controller --kubernetes` on a real control plane: two controller processes (one leader on a Lease),
 // a real Redis, a real allocator process, real sidecars and Smelter emulators run for kwok's pods by the PodRunner.
-import { readdirSync, readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { parseYamlObjects } from '@smelter-fleet/kubernetes';
@@ -12,6 +14,7 @@ import { describeK8s, useControlPlane } from './harness.js';
 jest.setTimeout(180_000);
 
 const API = '/apis/smelterfleet.dev/v1alpha1';
+const RBAC = '/apis/rbac.authorization.k8s.io/v1';
 const LEASE = 'smelter-fleet-controller';
 
 interface Pod extends KubeObject {
@@ -69,6 +72,46 @@ describeK8s('smelter-fleet controller --kubernetes on a real control plane', () 
       `/apis/coordination.k8s.io/v1/namespaces/${ns()}/leases/${LEASE}`,
     );
 
+  /**
+   * The chart's RBAC (helm template of templates/rbac.yaml), applied: the controllers run as its controller service
+   * account, so they get exactly the least privilege the chart grants. Returns that account's kubeconfig.
+   */
+  async function chartControllerAccount(): Promise<string> {
+    const home = mkdtempSync(join(tmpdir(), 'sf-helm-'));
+    const yaml = await new Promise<string>((resolve, reject) =>
+      execFile(
+        join(cluster.cp.binDir, 'helm'),
+        ['template', 'sf', join(repoRoot, 'deploy/helm/smelter-fleet'), '--namespace', ns()].concat([
+          '--kube-version',
+          '1.37.2',
+          '--show-only',
+          'templates/rbac.yaml',
+        ]),
+        { env: { PATH: process.env.PATH ?? '', HOME: home, HELM_CACHE_HOME: home, HELM_CONFIG_HOME: home } },
+        (err, stdout, stderr) => (err ? reject(new Error(`helm template: ${stderr || err.message}`)) : resolve(stdout)),
+      ),
+    );
+    const paths: Record<string, string> = {
+      ServiceAccount: `/api/v1/namespaces/${ns()}/serviceaccounts`,
+      Role: `${RBAC}/namespaces/${ns()}/roles`,
+      RoleBinding: `${RBAC}/namespaces/${ns()}/rolebindings`,
+      ClusterRole: `${RBAC}/clusterroles`,
+      ClusterRoleBinding: `${RBAC}/clusterrolebindings`,
+    };
+    let account = '';
+    for (const doc of parseYamlObjects(yaml) as KubeObject[]) {
+      await cluster.cp.rest.create(paths[doc.kind!]!, doc);
+      if (doc.kind === 'RoleBinding' && doc.metadata.name.endsWith('-controller'))
+        account = (doc as unknown as { subjects: { name: string }[] }).subjects[0]!.name;
+    }
+    expect(account).toBe('sf-smelter-fleet-controller');
+    return cluster.cp.userKubeconfig(`system:serviceaccount:${ns()}:${account}`, [
+      'system:serviceaccounts',
+      `system:serviceaccounts:${ns()}`,
+      'system:authenticated',
+    ]).path;
+  }
+
   let redis: RedisServer;
   let runner: PodRunner;
   let allocatorAddress = '';
@@ -91,6 +134,7 @@ describeK8s('smelter-fleet controller --kubernetes on a real control plane', () 
         2,
       AbortSignal.timeout(30_000),
     );
+    const controllerUser = await chartControllerAccount();
     redis = await RedisServer.start();
     const allocator = start([
       'allocator',
@@ -119,7 +163,7 @@ describeK8s('smelter-fleet controller --kubernetes on a real control plane', () 
           'controller',
           '--kubernetes',
           '--kubeconfig',
-          cluster.cp.kubeconfigPath,
+          controllerUser,
           '--namespace',
           ns(),
           '--store',
@@ -317,6 +361,10 @@ describeK8s('smelter-fleet controller --kubernetes on a real control plane', () 
     expect(r.code).toBe(0);
     await waitPods('shows', (ps) => ps.length === 0);
     await cluster.cp.rest.waitForList<Fleet>(fleetPath(), (items) => items.length === 0, AbortSignal.timeout(60_000));
+  });
+
+  it('needed nothing beyond the chart RBAC: no request of the controllers was refused', () => {
+    for (const c of controllers.values()) expect(c.lines.filter((l) => /\b403\b|forbidden/i.test(l))).toEqual([]);
   });
 });
 
