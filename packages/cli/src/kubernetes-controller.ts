@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { FleetAutoscaler, type AutoscalerStatus } from '@smelter-fleet/autoscaler';
 import { FleetController, type ControllerMetrics } from '@smelter-fleet/controller';
-import { FleetError, type AutoscalerSpec, type Logger, type Store } from '@smelter-fleet/core';
+import { FLEET_API_VERSION, FleetError, type AutoscalerSpec, type Logger, type Store } from '@smelter-fleet/core';
 import {
   defaultInvolvedObject,
   FleetSync,
@@ -70,8 +70,17 @@ async function lead(options: KubernetesControllerOptions, identity: string, sign
   out(`leading: reconciling namespace ${namespace}`);
   // Every part below (informers, store feeds, loops) listens on this one signal.
   setMaxListeners(100, signal);
+  // The resolver and the autoscalers' callback need the FleetSync, which needs them: through this holder.
+  const late: { sync?: FleetSync } = {};
   const runtime = new KubernetesRuntime({
     ...options.pod,
+    // The pods' owner from FleetSync's cache: no GET of the SmelterFleet per launch.
+    owner: async (fleet) => {
+      const uid = late.sync?.fleetResource(fleet)?.metadata.uid;
+      return uid
+        ? { apiVersion: FLEET_API_VERSION, kind: 'SmelterFleet', name: fleet, uid, controller: true }
+        : undefined;
+    },
     kubeConfig,
     namespace,
     fleets: store,
@@ -80,8 +89,6 @@ async function lead(options: KubernetesControllerOptions, identity: string, sign
     sidecarImage: options.sidecarImage,
     logger,
   });
-  // The resolver and the autoscalers' callback need the FleetSync, which needs them: through this holder.
-  const late: { sync?: FleetSync } = {};
   const events = new KubeEventRecorder({
     kubeConfig,
     namespace,

@@ -1,4 +1,5 @@
-import { request as httpsRequest } from 'node:https';
+import { createHash } from 'node:crypto';
+import { Agent, request as httpsRequest } from 'node:https';
 import { request as httpRequest, type RequestOptions } from 'node:http';
 import {
   KubeConfig,
@@ -201,7 +202,14 @@ export async function kubeRequest<R = unknown>(
   kubeConfig: KubeConfig,
   method: string,
   path: string,
-  options: { body?: unknown; contentType?: string; signal?: AbortSignal; query?: Record<string, string> } = {},
+  options: {
+    body?: unknown;
+    contentType?: string;
+    signal?: AbortSignal;
+    query?: Record<string, string>;
+    /** Connection pool: `lease` keeps leader election off the pool bulk work (hundreds of pod creations) queues on. */
+    pool?: 'default' | 'lease';
+  } = {},
 ): Promise<R> {
   const cluster = kubeConfig.getCurrentCluster();
   if (!cluster) throw new Error('kubeconfig: no current cluster');
@@ -219,6 +227,9 @@ export async function kubeRequest<R = unknown>(
     },
   };
   await kubeConfig.applyToHTTPSOptions(opts);
+  // client-node makes a new Agent per call (a TLS handshake per request): keep-alive connections, bounded, instead.
+  if (url.protocol === 'https:' && !kubeConfig.getCurrentCluster()?.proxyUrl)
+    opts.agent = pooledAgent(kubeConfig, opts, options.pool ?? 'default');
   const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
   return new Promise<R>((resolve, reject) => {
     const req = send(url, { ...opts, ...(options.signal && { signal: options.signal }) }, (res) => {
@@ -242,6 +253,34 @@ export async function kubeRequest<R = unknown>(
     req.on('error', reject);
     req.end(payload);
   });
+}
+
+const POOL_SOCKETS = { default: 32, lease: 2 } as const;
+const agents = new WeakMap<KubeConfig, Map<string, Agent>>();
+
+/** One keep-alive Agent per kubeconfig, TLS identity and pool (a rotated client certificate gets a new one). */
+function pooledAgent(kubeConfig: KubeConfig, opts: RequestOptions, pool: keyof typeof POOL_SOCKETS): Agent {
+  const tls = opts as RequestOptions & { ca?: unknown; cert?: unknown; key?: unknown; rejectUnauthorized?: boolean };
+  const id = createHash('sha256')
+    .update(
+      JSON.stringify([
+        pool,
+        String(tls.ca ?? ''),
+        String(tls.cert ?? ''),
+        String(tls.key ?? ''),
+        tls.rejectUnauthorized,
+      ]),
+    )
+    .digest('hex');
+  let byId = agents.get(kubeConfig);
+  if (!byId) agents.set(kubeConfig, (byId = new Map()));
+  let agent = byId.get(id);
+  if (!agent) {
+    const old = opts.agent as Agent & { options?: object };
+    agent = new Agent({ ...(old?.options ?? {}), keepAlive: true, maxSockets: POOL_SOCKETS[pool] });
+    byId.set(id, agent);
+  }
+  return agent;
 }
 
 function listJson<T extends KubernetesObject>(

@@ -181,11 +181,13 @@ export class LeaderElector {
       try {
         lease = await kubeRequest<Lease>(this.kc, 'GET', `${this.path}/${encodeURIComponent(this.leaseName)}`, {
           signal,
+          pool: 'lease',
         });
       } catch (err) {
         if (!(err instanceof KubeHttpError && err.statusCode === 404)) throw err;
         const created = await kubeRequest<Lease>(this.kc, 'POST', this.path, {
           signal,
+          pool: 'lease',
           body: {
             apiVersion: 'coordination.k8s.io/v1',
             kind: 'Lease',
@@ -222,6 +224,7 @@ export class LeaderElector {
       // The resourceVersion read above makes this a compare-and-swap: 409 Conflict if anyone wrote in between.
       const written = await kubeRequest<Lease>(this.kc, 'PUT', `${this.path}/${encodeURIComponent(this.leaseName)}`, {
         signal,
+        pool: 'lease',
         body: next,
       });
       this.observe(written, now);
@@ -255,6 +258,7 @@ export class LeaderElector {
     try {
       const released = await kubeRequest<Lease>(this.kc, 'PUT', `${this.path}/${encodeURIComponent(this.leaseName)}`, {
         signal: AbortSignal.timeout(this.retryPeriodMs),
+        pool: 'lease',
         body: {
           ...this.lastLease,
           spec: {
