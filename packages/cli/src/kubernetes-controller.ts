@@ -68,8 +68,8 @@ export async function runKubernetesController(
 async function lead(options: KubernetesControllerOptions, identity: string, signal: AbortSignal): Promise<void> {
   const { kubeConfig, namespace, store, logger, out } = options;
   out(`leading: reconciling namespace ${namespace}`);
-  // Every part below (informers, store feeds, loops) listens on this one signal.
-  setMaxListeners(100, signal);
+  // Every part below listens on this one signal, and so does each launch under way (a thousand, scaling 0 -> 1,000).
+  setMaxListeners(0, signal);
   // The resolver and the autoscalers' callback need the FleetSync, which needs them: through this holder.
   const late: { sync?: FleetSync } = {};
   const runtime = new KubernetesRuntime({
