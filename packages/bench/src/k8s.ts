@@ -38,6 +38,8 @@ const REDIS_SERVERS = Number(process.env.BENCH_REDIS_SERVERS ?? 30_000);
 const CONTROLLER_LOG_LEVEL = process.env.BENCH_CONTROLLER_LOG_LEVEL ?? 'error';
 /** Keep the control plane's (and the controller's) logs after the run. Default off. */
 const KEEP_LOGS = process.env.BENCH_KEEP_LOGS === '1';
+/** CPU-profile the controller (`--cpu-prof`, written to the log directory; use with BENCH_KEEP_LOGS=1). */
+const PROFILE = process.env.BENCH_PROFILE_CONTROLLER === '1';
 /** Phases to run (comma-separated). Default all. */
 const PHASES = new Set((process.env.BENCH_PHASES ?? '1,2,3').split(','));
 
@@ -97,8 +99,11 @@ async function fleetPhases(cp: ControlPlane): Promise<void> {
   const redis = await startRedis(false);
   const storeUrl = `${redis.url}?prefix=k8s`;
   const store = await RedisStore.connect({ url: storeUrl });
+  let controller: Proc | undefined;
+  let allocator: Proc | undefined;
   try {
-    const allocator = await startAllocator(storeUrl);
+    const alloc = await startAllocator(storeUrl);
+    allocator = alloc;
     const startController = () =>
       startProcess(
         'controller',
@@ -108,7 +113,7 @@ async function fleetPhases(cp: ControlPlane): Promise<void> {
           '--store',
           storeUrl,
           '--link',
-          allocator.link,
+          alloc.link,
           '--kubeconfig',
           cp.kubeconfigPath,
           '--namespace',
@@ -120,7 +125,7 @@ async function fleetPhases(cp: ControlPlane): Promise<void> {
         ],
         /^leading: /,
       );
-    let controller = await startController();
+    controller = await startController();
 
     // 1. 0 -> PODS Ready pods.
     const podsPath = `/api/v1/namespaces/${NAMESPACE}/pods?labelSelector=${encodeURIComponent(`smelterfleet.dev/fleet=${FLEET}`)}`;
@@ -184,7 +189,7 @@ async function fleetPhases(cp: ControlPlane): Promise<void> {
     );
     await untilLabelled(cp, podsPath, (labels) => labels.Ready! >= PODS);
     const allocateMany = async (prefix: string) => {
-      const client = connectAllocator(allocator.address);
+      const client = connectAllocator(alloc.address);
       const latencies: number[] = [];
       let errors = 0;
       const started = performance.now();
@@ -249,6 +254,9 @@ async function fleetPhases(cp: ControlPlane): Promise<void> {
       `   labeler catching up after a restart: ${catchUp.total} requests in ${seconds(catchUp.ms)}  [${describe(catchUp)}]`,
     );
   } finally {
+    // Before Redis: without it they would only log reconnection errors.
+    if (controller) await stopProcess(controller);
+    if (allocator) await stopProcess(allocator);
     await store.close();
     await redis.stop();
   }
@@ -353,6 +361,7 @@ async function ourAllocations(): Promise<Summary> {
 }
 
 interface Proc {
+  name: string;
   child: ChildProcess;
   lines: string[];
   address: string;
@@ -361,7 +370,8 @@ interface Proc {
 
 /** Runs `smelter-fleet <args>` until a line matches `ready`. */
 async function startProcess(name: string, args: string[], ready: RegExp): Promise<Proc> {
-  const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const profile = PROFILE && name === 'controller' ? ['--cpu-prof', `--cpu-prof-dir=${cp.logDir}`] : [];
+  const child = spawn(process.execPath, [...profile, cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   const lines: string[] = [];
   const log = createWriteStream(join(cp.logDir, `${name}.log`), { flags: 'a' });
@@ -371,7 +381,7 @@ async function startProcess(name: string, args: string[], ready: RegExp): Promis
     const keep = (line: string) => {
       if (lines.length < 200) lines.push(line);
       log.write(`${new Date().toISOString()} ${line}\n`);
-      if (ready.test(line)) resolve({ child, lines, address: '', link: '' });
+      if (ready.test(line)) resolve({ name, child, lines, address: '', link: '' });
     };
     createInterface({ input: child.stderr! }).on('line', keep);
     createInterface({ input: child.stdout! }).on('line', keep);
@@ -390,12 +400,18 @@ async function startAllocator(storeUrl: string): Promise<Proc> {
   return p;
 }
 
+/** SIGTERM, and SIGKILL if the process is still there after 10 s (it says so). */
 async function stopProcess(p: Proc): Promise<void> {
+  children.delete(p.child);
   if (p.child.exitCode !== null || p.child.signalCode !== null) return;
   const exited = new Promise((resolve) => p.child.once('exit', resolve));
   p.child.kill('SIGTERM');
+  const timer = setTimeout(() => {
+    console.warn(`   (${p.name} still running 10 s after SIGTERM: killed)`);
+    p.child.kill('SIGKILL');
+  }, 10_000);
   await exited;
-  children.delete(p.child);
+  clearTimeout(timer);
 }
 
 /** Resolves once the pods' state labels, counted per state, satisfy `done`. */
