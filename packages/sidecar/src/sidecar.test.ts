@@ -25,7 +25,10 @@ class Harness {
   server!: ServerRecord;
 
   async start(fleet: Partial<FleetSpec> = {}, emulatorEnv: Record<string, string> = {}): Promise<this> {
-    await this.store.putFleet(fleetSpec('f', { replicas: 1, ...fleet }));
+    // A 100 ms poll keeps the tests quick; a threshold of 10 keeps a loaded machine from failing Smelter (tests of
+    // health failures set their own).
+    const health = { ...fleetSpec('f').health, failureThreshold: 10 };
+    await this.store.putFleet(fleetSpec('f', { replicas: 1, health, ...fleet }));
     this.allocator = await startAllocatorServer({ store: this.store, linkSecret: SECRET });
     const launched = await this.runtime.start({ name: NAME, fleet: 'f', command: [], env: emulatorEnv });
     this.server = await this.store.addServer({ ...launched, fleet: 'f', region: 'local', labels: {} });
