@@ -42,7 +42,11 @@ build_kube() {
   local dir="$root/kube-$K8S_VERSION" staging="v0${K8S_VERSION#v1}"
   mkdir -p "$dir"
   local mod
-  mod=$(curl -fsSL "${GOPROXY_URL:-https://proxy.golang.org}/k8s.io/kubernetes/@v/$K8S_VERSION.mod")
+  # Through go itself, so GOPROXY/GONOSUMDB settings apply as for every other module.
+  local gomod
+  gomod=$(cd "$root" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
+    sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
+  mod=$(cat "$gomod")
   {
     echo "module smelterfleet.dev/k8s-bins"
     echo
