@@ -1,11 +1,31 @@
 import { afterEach, describe, expect, it, jest } from '@jest/globals';
 import { issueCert, makeCa } from '@smelter-fleet/testing';
+import { request } from 'node:https';
 import { mkdtempSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cli, fleetYaml, start, stopAll, tempFile, type Running } from './helpers.js';
 
 jest.setTimeout(150_000);
+
+/** POST over HTTPS (fetch cannot present a client certificate). */
+function httpsJson(
+  url: string,
+  tls: { ca: string; cert?: string; key?: string },
+  body: unknown,
+): Promise<{ status: number; body: unknown }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: 'POST', headers: { 'content-type': 'application/json' }, ...tls }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.once('end', () =>
+        resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString()) }),
+      );
+    });
+    req.once('error', reject);
+    req.end(JSON.stringify(body));
+  });
+}
 
 // Caller authentication of `smelter-fleet up` as users meet it: the generated API token, and mTLS.
 describe('caller authentication of up', () => {
@@ -91,6 +111,7 @@ describe('caller authentication of up', () => {
     ]);
     running.push(up);
     const allocator = (await up.waitFor(/allocator listening on (\S+)/)).match[1]!;
+    const gateway = (await up.waitFor(/^gateway: (https:\/\/\S+)\/v1\/compositions/)).match[1]!;
     await up.waitFor(/^callers: must present a client certificate .* over TLS$/);
     // Ready means the sidecar's link reached the allocator (on the link port: it holds no client certificate).
     await up.waitFor(/^status mtls: Ready 1$/);
@@ -116,5 +137,15 @@ describe('caller authentication of up', () => {
     expect(noCert.code).toBe(1);
     expect(noCert.stderr).toMatch(/status: cannot reach the allocator/);
     expect((await cli(['release', '--allocator', allocator, ...withCert, '--composition', 'm1'])).code).toBe(0);
+
+    // The REST mirror on the gateway's HTTPS listener: the same client certificate, the same refusal without one.
+    const rest = (client?: { cert: string; key: string }) =>
+      httpsJson(`${gateway}/v1/allocations`, { ca: serverCa.cert, ...client }, { fleet: 'mtls', composition_id: 'r1' });
+    const stranger = issueCert(makeCa('stranger'), { commonName: 'mallory', usage: 'client' });
+    expect((await rest()).status).toBe(401);
+    expect((await rest(stranger)).status).toBe(403);
+    const viaRest = await rest(clientCert);
+    expect(viaRest.status).toBe(200);
+    expect(viaRest.body).toMatchObject({ allocation: { composition_id: 'r1', fleet: 'mtls' } });
   });
 });

@@ -144,7 +144,7 @@ function loadCertificates(files: { cert: string; key: string; ca: string | undef
 class CertificateSetProvider implements GrpcJs.experimental.CertificateProvider {
   private caListeners = new Set<GrpcJs.experimental.CaCertificateUpdateListener>();
   private identityListeners = new Set<GrpcJs.experimental.IdentityCertificateUpdateListener>();
-  constructor(private current: CertificateSet) {}
+  constructor(public current: CertificateSet) {}
 
   update(set: CertificateSet) {
     this.current = set;
@@ -380,6 +380,14 @@ export class CallerAuth {
   onReload(listener: (e: ReloadEvent) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /**
+   * The current certificate set (after every successful reload), for an HTTPS listener serving the same callers
+   * (the gateway's REST mirror); undefined without TLS.
+   */
+  tlsFiles(): Readonly<{ cert: Buffer; key: Buffer; ca: Buffer | undefined }> | undefined {
+    return this.provider?.current;
   }
 
   /** gRPC server credentials: TLS (with client certificates required under mTLS), rotating with the files; else plaintext. */

@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSyn
 import { join } from 'node:path';
 import { CallerAuth, firstToken, type ConnectOptions } from '@smelter-fleet/allocator';
 import { FleetError, type Logger } from '@smelter-fleet/core';
+import type { GatewayTls } from '@smelter-fleet/gateway';
 
 /** A failure printed as is (exit code 1), like a CommandError (which this module cannot import: a cycle). */
 const failed = (message: string) => new FleetError('FAILED_PRECONDITION', message);
@@ -69,6 +70,15 @@ export function describeAuth(auth: CallerAuth): string {
   if (auth.requiresClientCertificate) parts.push('a client certificate from the --client-ca bundle (mTLS)');
   if (auth.requiresToken) parts.push('a bearer token from the token list');
   return `must present ${parts.join(' and ')}${auth.tls ? ', over TLS' : ''}`;
+}
+
+/** The gateway's HTTPS settings from the caller auth's certificates (same files, same rotation); none without TLS. */
+export function gatewayTls(auth: CallerAuth): GatewayTls | undefined {
+  if (!auth.tls) return undefined;
+  return {
+    current: () => auth.tlsFiles()!,
+    onChange: (listener) => auth.onReload((e) => e.kind === 'certificates' && e.ok && listener()),
+  };
 }
 
 /** The CallerAuth the flags describe; errors name the flag. */

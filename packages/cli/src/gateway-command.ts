@@ -6,7 +6,7 @@ import { logLevel, type ScaleOutContext } from './allocator-command.js';
 import { parsing, port, UsageError } from './args.js';
 import { CommandError } from './client-commands.js';
 import { openStore } from './store-option.js';
-import { describeAuth, serverAuth } from './auth-options.js';
+import { authFlagsGiven, describeAuth, gatewayTls, serverAuth } from './auth-options.js';
 import { REGION_OPTIONS, regionRouting } from './region-options.js';
 
 /** The gateway's port when `--gateway-port` is not given (`up` and `gateway`). */
@@ -42,8 +42,12 @@ export async function gatewayCommand(argv: string[], ctx: ScaleOutContext): Prom
         'gateway-host': { type: 'string' },
         'public-url': { type: 'string' },
         'log-level': { type: 'string' },
-        // The REST mirror of the allocation API, served only with caller auth (the listener is plain HTTP).
+        // The REST mirror of the allocation API, served only with caller auth; with --tls-cert/--tls-key the
+        // listener is HTTPS, and --client-ca lets REST callers authenticate with client certificates.
         'auth-tokens': { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        'client-ca': { type: 'string' },
         insecure: { type: 'boolean' },
         ...REGION_OPTIONS,
       },
@@ -61,7 +65,8 @@ export async function gatewayCommand(argv: string[], ctx: ScaleOutContext): Prom
   const gatewayPort = port('gateway-port', values['gateway-port'], DEFAULT_GATEWAY_PORT);
   const publicBase =
     values['public-url'] === undefined ? undefined : publicUrl('gateway', 'public-url', values['public-url']);
-  const restWanted = values['auth-tokens'] !== undefined || values.insecure === true;
+  // TLS flags alone are refused by serverAuth (no caller auth named), not silently served as plain HTTP.
+  const restWanted = authFlagsGiven(values) || values['tls-cert'] !== undefined || values['tls-key'] !== undefined;
   const regions = regionRouting('gateway', values);
   const auth: CallerAuth | undefined = restWanted ? await serverAuth('gateway', values, logger) : undefined;
   const opened = await openStore('gateway', storeValue, { logger, linkSecret: ctx.linkSecret }).catch((err) => {
@@ -75,6 +80,7 @@ export async function gatewayCommand(argv: string[], ctx: ScaleOutContext): Prom
     port: gatewayPort,
     logger,
     ...(restWanted && { extraRoutes: rest.router }),
+    ...(auth?.tls && { tls: gatewayTls(auth)! }),
   }).catch(async (err: Error) => {
     auth?.close();
     await opened.store.close();

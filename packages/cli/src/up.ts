@@ -36,6 +36,7 @@ import {
   DEFAULT_STATE_DIR,
   describeAuth,
   ensureApiToken,
+  gatewayTls,
   SERVER_AUTH_OPTIONS,
   serverAuth,
 } from './auth-options.js';
@@ -139,6 +140,7 @@ export async function up(argv: string[], ctx: UpContext): Promise<void> {
     port: gatewayPort,
     logger,
     extraRoutes: rest.router,
+    ...(auth.tls && { tls: gatewayTls(auth)! }),
   }).catch(async (err: Error) => {
     auth.close();
     await store.close();

@@ -26,7 +26,9 @@ describe('FleetController with emulator processes under their sidecars', () => {
   let running: Promise<void>;
 
   async function startFleet(overrides: Partial<FleetSpec> = {}) {
-    await store.putFleet(fleetSpec('f', { replicas: 2, ...overrides }));
+    // Failure threshold 10: 100 ms polls are missed on a loaded machine; tests of health failures set their own.
+    const health = { ...fleetSpec('f').health, failureThreshold: 10 };
+    await store.putFleet(fleetSpec('f', { replicas: 2, health, ...overrides }));
     running = new FleetController({ store, runtime, logger, stopGraceMs: 2000 }).run(stop.signal);
     return until(store, (s) => inState(s, 'Ready').length === (overrides.replicas ?? 2));
   }

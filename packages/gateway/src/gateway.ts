@@ -1,4 +1,5 @@
 import { Agent, createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { holdsComposition, isFleetError, silentLogger, type Logger, type Store } from '@smelter-fleet/core';
@@ -26,6 +27,18 @@ export interface GatewayOptions {
   connectTimeoutMs?: number;
   /** Pause before the store's change feed is re-opened after it failed, ms. Default 1 000. */
   watchRetryMs?: number;
+  /**
+   * Serve HTTPS with this certificate (and, with `ca`, ask callers for client certificates signed by it, without
+   * requiring one: composition callers use their token; the REST mirror's auth decides on the certificate).
+   * `onChange` re-reads it for new connections (rotation without restart). Default: plain HTTP.
+   */
+  tls?: GatewayTls;
+}
+
+export interface GatewayTls {
+  current(): Readonly<{ cert: Buffer; key: Buffer; ca: Buffer | undefined }>;
+  /** Subscribes to certificate changes; returns the unsubscribe function. */
+  onChange?(listener: () => void): () => void;
 }
 
 export interface Gateway {
@@ -219,11 +232,20 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     }
   })();
 
-  const server = createServer((req, res) => {
+  const handle = (req: IncomingMessage, res: ServerResponse) => {
     onRequest(req, res).catch((err: unknown) => {
       logger.error('gateway request failed', { error: err instanceof Error ? err.message : String(err) });
       sendError(res, { status: 500, code: 'INTERNAL', message: 'internal gateway error' });
     });
+  };
+  const tls = options.tls;
+  const tlsOptions = () => {
+    const { cert, key, ca } = tls!.current();
+    return { cert, key, ...(ca && { ca, requestCert: true, rejectUnauthorized: false }) };
+  };
+  const server = tls ? createHttpsServer(tlsOptions(), handle) : createServer(handle);
+  const stopTlsWatch = tls?.onChange?.(() => {
+    if ('setSecureContext' in server) server.setSecureContext(tlsOptions());
   });
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     onUpgrade(req, socket, head).catch((err: unknown) => {
@@ -247,7 +269,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const port = (server.address() as AddressInfo).port;
   // Bound to every interface: name one that answers (loopback) rather than the unroutable wildcard.
   const reachable = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
-  const url = `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`;
+  const url = `${tls ? 'https' : 'http'}://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`;
   logger.info('gateway listening', { url });
 
   let closing: Promise<void> | undefined;
@@ -257,6 +279,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     close() {
       closing ??= (async () => {
         watchAbort.abort();
+        stopTlsWatch?.();
         for (const p of pairs) p.close(1001, 'gateway shutting down');
         pairs.clear();
         const closed = new Promise<void>((r) => server.close(() => r()));

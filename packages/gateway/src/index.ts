@@ -6,6 +6,7 @@ export {
   DEFAULT_REQUEST_TIMEOUT_MS,
   type Gateway,
   type GatewayOptions,
+  type GatewayTls,
 } from './gateway.js';
 export { parseProxyPath, bearerToken, tokenMatches, COMPOSITIONS_PREFIX, type ProxyPath } from './proxy-path.js';
 export {
