@@ -28,6 +28,7 @@ Usage:
       (HTTP and /ws) for callers with its token. up runs one too (--gateway-port, --gateway-host).
       --auth-tokens FILE (or --insecure) also serves the REST API there: /v1/allocations, /v1/fleets,
       /openapi.json (with the allocator's region flags: --region, --peer, ...). up always serves it.
+      --tls-cert F --tls-key F: HTTPS (re-read on change); --client-ca F: REST callers may use client certificates.
   smelter-fleet controller --store redis://... [-f fleet.yaml] [--link host:port] [--metrics-port N] [--log-level warn]
       Keeps the fleets in the shared store at size, servers as local child processes linked to an allocator.
   smelter-fleet controller --kubernetes --store redis://... --link host:port [--sidecar-image IMAGE] [--kubeconfig F]
