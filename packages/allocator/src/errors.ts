@@ -15,3 +15,6 @@ export function errorMiddleware(logger: Logger): ServerMiddleware {
     }
   };
 }
+
+/** The name of a gRPC status code (`Status` of nice-grpc), e.g. 5 -> 'NOT_FOUND'; undefined for an unknown code. */
+export const grpcStatusName = (code: number): string | undefined => Status[code];

@@ -14,7 +14,7 @@ export {
 } from './auth.js';
 export { allocateWithWait } from './wait.js';
 export { stateFromProto, type FleetRuntimeInfo } from './convert.js';
-export { errorMiddleware } from './errors.js';
+export { errorMiddleware, grpcStatusName } from './errors.js';
 export { fleetApplyHandler, DEFAULT_APPLY_HANDLERS, type ApplyHandler } from './services.js';
 export { allocationService, fleetService, type FleetServiceOptions } from './services.js';
 export { directCallContext } from './call-context.js';

@@ -15,6 +15,7 @@ import { parseFleetFile, type Store } from '@smelter-fleet/core';
 import { RedisStore } from '@smelter-fleet/redis-store';
 import { startRedis } from './redis-server.js';
 import { summarize, type Summary } from './stats.js';
+import { seed } from './seed.js';
 
 const SERVERS = Number(process.env.BENCH_SERVERS ?? 1000);
 const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 5000);
@@ -176,28 +177,6 @@ console.log(
     `p99 at ${RATE}/s ${(redisResult.paced.p99Ms / result.paced.p99Ms).toFixed(2)}`,
 );
 console.log(JSON.stringify({ servers: SERVERS, ...result, storeAllocate: inStore, redis: redisResult }));
-
-/** `count` Ready servers, registered without processes. */
-async function seed(target: Store, count: number): Promise<void> {
-  for (let i = 0; i < count; i += 500) {
-    await Promise.all(
-      Array.from({ length: Math.min(500, count - i) }, async (_, j) => {
-        const n = i + j;
-        const name = `bench-${String(n).padStart(5, '0')}`;
-        await target.addServer({
-          name,
-          fleet: 'bench',
-          region: 'local',
-          address: '127.0.0.1',
-          ports: { api: 10000 + n, whip_whep: 20000 + n, rtmp: 30000 + n },
-          labels: {},
-          node: `node-${n % 10}`,
-        });
-        await target.updateServer(name, { event: 'Healthy' });
-      }),
-    );
-  }
-}
 
 /**
  * The Redis store's own capacity, without gRPC: RedisStore.allocate from this process, 1 s closed loop

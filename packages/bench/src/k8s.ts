@@ -11,7 +11,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { connectAllocator } from '@smelter-fleet/allocator';
-import { parseFleetFile, type Store } from '@smelter-fleet/core';
+import { parseFleetFile } from '@smelter-fleet/core';
 import { RedisStore } from '@smelter-fleet/redis-store';
 // The bench package does not declare @smelter-fleet/testing (no dependency changes in this change): its build
 // output is imported by path (tsconfig references ../testing, so it is built first).
@@ -20,6 +20,7 @@ import type { KubeObject } from '../../testing/dist/k8s/kube-rest.js';
 import { agonesStyleAllocations, seedServerObjects } from './k8s-agones.js';
 import { startRedis } from './redis-server.js';
 import { summarize, type Summary } from './stats.js';
+import { seed } from './seed.js';
 
 const PODS = Number(process.env.BENCH_PODS ?? 1000);
 const NODES = Number(process.env.BENCH_NODES ?? 20);
@@ -487,26 +488,4 @@ function describe(r: Omit<Requests, 'ms'>): string {
       .map(([k, n]) => `${k} ${n}`)
       .join(', ') || 'none'
   );
-}
-
-/** `count` Ready servers, registered without processes. */
-async function seed(target: Store, count: number): Promise<void> {
-  for (let i = 0; i < count; i += 500) {
-    await Promise.all(
-      Array.from({ length: Math.min(500, count - i) }, async (_, j) => {
-        const n = i + j;
-        const name = `bench-${String(n).padStart(5, '0')}`;
-        await target.addServer({
-          name,
-          fleet: 'bench',
-          region: 'local',
-          address: '127.0.0.1',
-          ports: { api: 10000 + n, whip_whep: 20000 + n, rtmp: 30000 + n },
-          labels: {},
-          node: `node-${n % 10}`,
-        });
-        await target.updateServer(name, { event: 'Healthy' });
-      }),
-    );
-  }
 }

@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { FleetError, silentLogger, type Logger } from '@smelter-fleet/core';
 import {
   directCallContext,
+  grpcStatusName,
   httpAuthRequest,
   type allocationService,
   type AuthRequest,
@@ -55,27 +56,6 @@ const HTTP_STATUS: Record<RestErrorCode, number> = {
   DEADLINE_EXCEEDED: 504,
 };
 
-/** gRPC status numbers (ServerError/ClientError `code`) by name. */
-const GRPC_CODES = [
-  'OK',
-  'CANCELLED',
-  'UNKNOWN',
-  'INVALID_ARGUMENT',
-  'DEADLINE_EXCEEDED',
-  'NOT_FOUND',
-  'ALREADY_EXISTS',
-  'PERMISSION_DENIED',
-  'RESOURCE_EXHAUSTED',
-  'FAILED_PRECONDITION',
-  'ABORTED',
-  'OUT_OF_RANGE',
-  'UNIMPLEMENTED',
-  'INTERNAL',
-  'UNAVAILABLE',
-  'DATA_LOSS',
-  'UNAUTHENTICATED',
-];
-
 /** gRPC field names that differ in REST (durations carry their unit). */
 const REST_FIELD: Record<string, string> = { wait: 'wait_ms' };
 
@@ -110,7 +90,7 @@ export function restError(err: unknown): { status: number; body: ErrorBody; inte
     field = err.field;
   } else if (isGrpcError(err)) {
     // ServerError thrown by a handler or middleware, or ClientError from a forwarded call.
-    const name = GRPC_CODES[err.code];
+    const name = grpcStatusName(err.code);
     if (name && name in HTTP_STATUS) {
       code = name as RestErrorCode;
       message = err.details || name;

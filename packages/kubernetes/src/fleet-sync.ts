@@ -433,9 +433,7 @@ export class FleetSync {
         const old = (obj.status ?? {}) as { conditions?: Condition[] };
         let conditions = setCondition(
           old.conditions,
-          applied.invalid
-            ? { type: 'Accepted', status: 'False', reason: 'InvalidSpec', message: applied.invalid }
-            : { type: 'Accepted', status: 'True', reason: 'SpecApplied', message: 'spec applied to the fleet store' },
+          acceptedCondition(applied.invalid, 'spec applied to the fleet store'),
           now,
         );
         if (applied.generation !== undefined)
@@ -467,13 +465,7 @@ export class FleetSync {
       `${this.base}/${AUTOSCALERS}/${encodeURIComponent(name)}`,
       (obj) => {
         const old = (obj.status ?? {}) as { conditions?: Condition[] };
-        let conditions = setCondition(
-          old.conditions,
-          applied.invalid
-            ? { type: 'Accepted', status: 'False', reason: 'InvalidSpec', message: applied.invalid }
-            : { type: 'Accepted', status: 'True', reason: 'SpecApplied', message: 'autoscaler running' },
-          now,
-        );
+        let conditions = setCondition(old.conditions, acceptedCondition(applied.invalid, 'autoscaler running'), now);
         if (decided)
           conditions = setCondition(
             conditions,
@@ -500,6 +492,13 @@ export class FleetSync {
       { current, signal },
     );
   }
+}
+
+/** Whether the resource's spec was taken: the parser's complaint, or what taking it did. */
+function acceptedCondition(invalid: string | undefined, applied: string): Omit<Condition, 'lastTransitionTime'> {
+  return invalid
+    ? { type: 'Accepted', status: 'False', reason: 'InvalidSpec', message: invalid }
+    : { type: 'Accepted', status: 'True', reason: 'SpecApplied', message: applied };
 }
 
 /** `spec.field: why` from the parsers' errors (core's Invalid carries the path). */
